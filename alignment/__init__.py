@@ -1,0 +1,1 @@
+"""Alignment: recipes -> TRL trainers, evaluation and lineage. Never imports gradio."""

@@ -1,0 +1,75 @@
+"""One engine factory, and the migrations that bring any database to the current schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path("concord-data")
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def default_database_url() -> str:
+    """``CONCORD_DATABASE_URL`` if set, else SQLite under ``./concord-data/`` (``/data`` on a Space with storage)."""
+    if url := os.environ.get("CONCORD_DATABASE_URL"):
+        return url
+    data_dir = Path(os.environ.get("CONCORD_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'concord.db'}"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """SQLite with WAL, foreign keys and full sync (an acknowledged write survives a crash), or any URL."""
+    url = url or default_database_url()
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy emit BEGIN itself (below), so a writer can take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # A read that later writes can fail with SQLITE_BUSY_SNAPSHOT under concurrency; writers begin IMMEDIATE.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
+
+    return engine
+
+
+def write_session(engine: Engine) -> Session:
+    """A session for one user action that writes: on SQLite it holds the write lock from its first statement."""
+    return Session(engine.execution_options(sqlite_write=True), expire_on_commit=False)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade_database(engine: Engine) -> None:
+    """Bring the database to the newest schema (creates it on first use)."""
+    with engine.begin() as connection:
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    log.info("database at %s is up to date", engine.url.render_as_string(hide_password=True))

@@ -1,0 +1,345 @@
+"""SQLModel tables and schemas: everything raters and engineers produce.
+
+Families follow the house style: ``FooBase`` holds the shared fields, ``FooCreate`` validates input,
+``Foo(table=True)`` is the row. Table models do not validate on construction (SQLModel skips it), so
+input always goes through a ``*Create`` schema first.
+
+Judgments and demonstrations are append-only: an edit is a new row whose ``supersedes_id`` names the
+row it replaces; nothing is updated in place.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import field_validator
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+PREFERENCE_SCALE = (-2, -1, 0, 1, 2)
+"""-2 A much better, -1 A better, 0 tie, 1 B better, 2 B much better."""
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC: SQLModel's datetime type stores it the same way on every engine."""
+    return datetime.now(UTC)
+
+
+def new_pseudonym() -> str:
+    return "rater-" + secrets.token_hex(5)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_column=Column(JSON, nullable=False), **kw)
+
+
+class Role(StrEnum):
+    rater = "rater"
+    lead = "lead"
+    admin = "admin"
+
+
+class CampaignKind(StrEnum):
+    preference = "preference"
+    demonstration = "demonstration"
+    both = "both"
+
+
+class CalibrationMode(StrEnum):
+    training = "training"  # the rater sees the expected answer and explanation after submitting
+    audit = "audit"  # the rater sees nothing
+
+
+class CalibrationKind(StrEnum):
+    factual_priority = "factual_priority"
+    sycophancy_trap = "sycophancy_trap"
+    safety = "safety"
+    instruction_following = "instruction_following"
+    repeat = "repeat"
+
+
+class Side(StrEnum):
+    a = "a"
+    b = "b"
+
+
+class ClaimStatus(StrEnum):
+    verified = "verified"
+    unverifiable = "unverifiable"
+    false = "false"
+
+
+class TaskKind(StrEnum):
+    judgment = "judgment"
+    demonstration = "demonstration"
+
+
+# --- users -----------------------------------------------------------------------------------------
+
+
+class UserBase(SQLModel):
+    username: str = Field(index=True, sa_column_kwargs={"unique": True}, max_length=64)
+    role: Role = Field(default=Role.rater, sa_type=String(16))
+    domains: list[str] = _json(default_factory=list)
+    active: bool = True
+
+
+class UserCreate(UserBase):
+    password: str = Field(min_length=8)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not value or not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValueError("username may hold letters, digits, '-', '_' and '.' only")
+        return value
+
+
+class User(UserBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str
+    pseudonym: str = Field(default_factory=new_pseudonym, sa_column_kwargs={"unique": True}, max_length=32)
+    consent_at: datetime | None = None
+    consent_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UserPublic(UserBase):
+    id: int
+    pseudonym: str
+    consent_at: datetime | None
+    consent_version: int | None
+
+
+# --- campaigns, prompts, responses, pairs ----------------------------------------------------------
+
+
+class CampaignBase(SQLModel):
+    name: str = Field(max_length=128)
+    kind: CampaignKind = Field(default=CampaignKind.preference, sa_type=String(16))
+    guidelines: str = Field(default="", sa_type=Text)
+    rubric: list[str] = _json(default_factory=lambda: ["helpfulness", "honesty", "harmlessness"])
+    overlap_k: int = Field(default=3, ge=1, le=50)
+    calibration_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    calibration_mode: CalibrationMode = Field(default=CalibrationMode.training, sa_type=String(16))
+    min_reasoning_chars: int = Field(default=20, ge=0)
+    domains: list[str] = _json(default_factory=list)
+    consent_text: str = Field(default="", sa_type=Text)
+
+
+class CampaignCreate(CampaignBase):
+    pass
+
+
+class Campaign(CampaignBase, table=True):
+    __table_args__ = (UniqueConstraint("name", name="uq_campaign_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    guidelines_version: int = 1
+    consent_version: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Provenance(SQLModel):
+    """Where an imported row came from; kept on every row."""
+
+    source: str = Field(default="studio", max_length=256)
+    license: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(Provenance, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "content_hash", name="uq_prompt_content"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    messages: list[dict[str, Any]] = _json()  # [{"role": "user"|"assistant"|"system", "content": str}]
+    domain: str | None = Field(default=None, max_length=64)
+    content_hash: str = Field(max_length=64)
+
+
+class Response(Provenance, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    text: str = Field(sa_type=Text)
+    author: str = Field(default="unknown", max_length=128)  # model name, or a human's pseudonym
+    generation_params: dict[str, Any] = _json(default_factory=dict)
+
+
+class Pair(Provenance, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "content_hash", name="uq_pair_content"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    response_a_id: int = Field(foreign_key="response.id")
+    response_b_id: int = Field(foreign_key="response.id")
+    prior_preference: int | None = None  # a label known at import time, on the same -2..2 scale
+    content_hash: str = Field(max_length=64)
+
+
+# --- judgments and demonstrations (append-only) ----------------------------------------------------
+
+
+class JudgmentBase(SQLModel):
+    pair_id: int = Field(foreign_key="pair.id")
+    preference: int = Field(ge=-2, le=2)
+    both_bad: bool = False
+    criteria: dict[str, int] = _json(default_factory=dict)  # rubric criterion -> score 1..5
+    reasoning: str = Field(default="", sa_type=Text)
+    confidence: int = Field(default=3, ge=1, le=5)
+    left: Side = Field(sa_type=String(1))  # which response was shown on the left
+    time_on_task_s: float = Field(default=0.0, ge=0.0)
+    client_time: datetime | None = None
+    supersedes_id: int | None = Field(default=None, foreign_key="judgment.id")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, score in value.items():
+            if not isinstance(score, int) or not 1 <= score <= 5:
+                raise ValueError(f"criterion {name!r} must be scored 1 to 5, got {score!r}")
+        return value
+
+
+class JudgmentCreate(JudgmentBase):
+    pass
+
+
+class Judgment(JudgmentBase, table=True):
+    __table_args__ = (
+        Index("ix_judgment_pair", "pair_id"),
+        Index("ix_judgment_rater", "rater_id"),
+        Index("ix_judgment_supersedes", "supersedes_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    rater_id: int = Field(foreign_key="user.id")
+    guideline_version: int
+    server_time: datetime = Field(default_factory=utcnow)
+
+
+class Claim(SQLModel):
+    """One factual claim of a demonstration and how the rater verified it."""
+
+    claim: str = Field(min_length=1)
+    status: ClaimStatus
+    source: str | None = None
+
+
+class DemonstrationBase(SQLModel):
+    prompt_id: int = Field(foreign_key="prompt.id")
+    messages: list[dict[str, Any]] = _json()  # the written response, as assistant message(s)
+    draft_response_id: int | None = Field(default=None, foreign_key="response.id")
+    claims: list[dict[str, Any]] = _json(default_factory=list)  # Claim dicts
+    time_on_task_s: float = Field(default=0.0, ge=0.0)
+    paste_events: list[dict[str, Any]] = _json(default_factory=list)  # [{"at": iso, "chars": n}]
+    client_time: datetime | None = None
+    supersedes_id: int | None = Field(default=None, foreign_key="demonstration.id")
+
+
+class DemonstrationCreate(DemonstrationBase):
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [Claim.model_validate(c).model_dump(mode="json") for c in value]
+
+
+class Demonstration(DemonstrationBase, Provenance, table=True):
+    __table_args__ = (
+        Index("ix_demonstration_prompt", "prompt_id"),
+        Index("ix_demonstration_rater", "rater_id"),
+        Index("ix_demonstration_supersedes", "supersedes_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    rater_id: int | None = Field(default=None, foreign_key="user.id")  # None for imported human writing
+    guideline_version: int | None = None
+
+
+# --- calibration and work assignment ---------------------------------------------------------------
+
+
+class CalibrationItemBase(SQLModel):
+    pair_id: int = Field(foreign_key="pair.id")
+    expected: int = Field(ge=-2, le=2)
+    accepted: list[int] = _json(default_factory=list)  # every preference that counts as correct
+    kind: CalibrationKind = Field(sa_type=String(32))
+    explanation: str = Field(default="", sa_type=Text)
+
+    @field_validator("accepted")
+    @classmethod
+    def _accepted(cls, value: list[int]) -> list[int]:
+        if any(v not in PREFERENCE_SCALE for v in value):
+            raise ValueError(f"accepted answers must lie on the scale {PREFERENCE_SCALE}, got {value}")
+        return sorted(set(value))
+
+
+class CalibrationItemCreate(CalibrationItemBase):
+    pass
+
+
+class CalibrationItem(CalibrationItemBase, table=True):
+    __table_args__ = (UniqueConstraint("pair_id", name="uq_calibration_pair"),)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Assignment(SQLModel, table=True):
+    """A lease: the rater holds the item until ``expires_at``; leases count toward an item's ``k``."""
+
+    __table_args__ = (
+        Index("ix_assignment_open", "rater_id", "closed_at"),
+        Index("ix_assignment_pair", "pair_id"),
+        Index("ix_assignment_prompt", "prompt_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    rater_id: int = Field(foreign_key="user.id")
+    task: TaskKind = Field(sa_type=String(16))
+    pair_id: int | None = Field(default=None, foreign_key="pair.id")
+    prompt_id: int | None = Field(default=None, foreign_key="prompt.id")
+    left: Side | None = Field(default=None, sa_type=String(1))
+    is_calibration: bool = False
+    leased_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    closed_at: datetime | None = None
+
+
+# --- governance ------------------------------------------------------------------------------------
+
+
+class AuditEvent(SQLModel, table=True):
+    """One privileged action: import, export, deletion, role change."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: int | None = Field(default=None, foreign_key="user.id")  # None: the command line
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(default="", max_length=256)
+    details: dict[str, Any] = _json(default_factory=dict)
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ExportRecord(SQLModel, table=True):
+    """What went into one export, so a trained model can be traced back to its judgments."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    kind: str = Field(max_length=16)
+    filters: dict[str, Any] = _json(default_factory=dict)
+    out_path: str = Field(default="", max_length=1024)
+    row_count: int = 0
+    pair_ids_sha256: str = Field(default="", max_length=64)
+    judgment_ids_sha256: str = Field(default="", max_length=64)
+    rater_ids: list[int] = _json(default_factory=list)
+    guideline_versions: list[int] = _json(default_factory=list)
+    stale: bool = False  # set when data it holds was erased
+    created_by: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeletionRequest(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    mode: str = Field(default="anonymise", max_length=16)  # "remove" | "anonymise"
+    requested_by: int | None = Field(default=None, foreign_key="user.id")
+    requested_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
