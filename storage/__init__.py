@@ -1,1 +1,1 @@
-"""Storage: SQLModel tables, engine and migrations, data access, import and export. Imports neither studio nor alignment."""
+"""Storage: tables, engine, migrations, data access, import and export. Imports neither studio nor alignment."""

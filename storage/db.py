@@ -22,6 +22,11 @@ def default_database_url() -> str:
     if url := os.environ.get("CONCORD_DATABASE_URL"):
         return url
     data_dir = Path(os.environ.get("CONCORD_DATA_DIR", DEFAULT_DATA_DIR))
+    if os.environ.get("SPACE_ID") and "CONCORD_DATA_DIR" not in os.environ:
+        if Path("/data").is_dir():
+            data_dir = Path("/data/concord")
+        else:
+            log.warning("running on a Space without persistent storage: judgments are lost when the Space restarts")
     data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{data_dir / 'concord.db'}"
 

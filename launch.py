@@ -1,0 +1,155 @@
+"""Concord's command line: `python launch.py [studio|import|export|user] ...` (no command starts the studio).
+
+Each command imports what it needs only when it runs, so starting the studio never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("concord")
+
+
+def _engine(args):
+    from storage.db import make_engine, upgrade_database
+
+    engine = make_engine(args.database_url)
+    upgrade_database(engine)
+    return engine
+
+
+def cmd_studio(args) -> None:
+    from storage.accounts import ensure_admin
+    from storage.db import write_session
+    from storage.demo import seed_demo
+    from studio.app import build_app
+    from studio.service import StudioService
+
+    engine = _engine(args)
+    with write_session(engine) as session, session.begin():
+        created = ensure_admin(session=session)
+    demo = seed_demo(engine)
+    if created:
+        print(f"\nFirst run: created user {created[0]!r} with password {created[1]!r}. It is shown only once.\n")
+    if demo:
+        print(f"Seeded the demo campaign {demo!r}.")
+    service = StudioService(engine)
+    app = build_app(service)
+    app.queue(default_concurrency_limit=args.concurrency)
+    app.launch(server_name=args.host, server_port=args.port, auth=service.check_login, show_error=True)
+
+
+def cmd_import(args) -> None:
+    from storage.imports import ImportFailed, import_file
+
+    engine = _engine(args)
+    try:
+        report = import_file(
+            args.file,
+            engine=engine,
+            campaign=args.campaign,
+            fmt=args.format,
+            known_as=args.known_as,
+            drop_identical=args.drop_identical,
+            source=args.source,
+            license=args.license,
+        )
+    except ImportFailed as error:
+        sys.exit(f"import failed, nothing was written: {error}")
+    print(report.summary())
+
+
+def cmd_export(args) -> None:
+    from storage.export import export_campaign
+
+    engine = _engine(args)
+    try:
+        result = export_campaign(
+            engine=engine,
+            campaign=args.campaign,
+            kind=args.kind,
+            out_dir=Path(args.out),
+            policy=args.policy,
+            keep_ties=args.keep_ties,
+            keep_both_bad=args.keep_both_bad,
+            use_prior=not args.no_prior,
+            test_fraction=args.test_fraction,
+            push_to_hub=args.push_to_hub,
+        )
+    except ValueError as error:
+        sys.exit(f"export failed: {error}")
+    print(result.summary())
+
+
+def cmd_user(args) -> None:
+    from storage.accounts import create_user, new_password
+    from storage.db import write_session
+    from storage.models import UserCreate
+
+    engine = _engine(args)
+    password = new_password()
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    with write_session(engine) as session, session.begin():
+        user = UserCreate(username=args.username, password=password, role=args.role, domains=domains)
+        create_user(session=session, user=user)
+    print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="default: $CONCORD_DATABASE_URL or SQLite under ./concord-data/")
+    parser.set_defaults(func=cmd_studio, host=None, port=None, concurrency=8)
+    commands = parser.add_subparsers(dest="command")
+
+    studio = commands.add_parser("studio", help="start the rater and lead studio (the default)")
+    studio.add_argument("--host", default=None, help="interface to listen on (default: 127.0.0.1)")
+    studio.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    studio.add_argument("--concurrency", type=int, default=8, help="events handled at once per handler")
+    studio.set_defaults(func=cmd_studio)
+
+    imp = commands.add_parser("import", help="import prompts, pairs or demonstrations into a campaign")
+    imp.add_argument("file", help="a file (JSONL, CSV, Parquet, HH-RLHF, OASST trees), a dataset folder or name")
+    imp.add_argument("--campaign", required=True, help="campaign name (created if missing)")
+    imp.add_argument("--format", help="prompts | pairs | hh-rlhf | oasst | trl | sharegpt (default: detected)")
+    imp.add_argument(
+        "--known-as",
+        default="prior",
+        choices=["prior", "calibration", "none"],
+        help="what a known preference becomes: a prior label, a calibration item, or nothing",
+    )
+    imp.add_argument("--drop-identical", action="store_true", help="skip pairs whose two responses are identical")
+    imp.add_argument("--source", help="provenance recorded on every row (default: the file name)")
+    imp.add_argument("--license", help="license recorded on every row")
+    imp.set_defaults(func=cmd_import)
+
+    exp = commands.add_parser("export", help="export a campaign as a TRL-ready dataset")
+    exp.add_argument("--campaign", required=True)
+    exp.add_argument("--kind", required=True, choices=["sft", "preference", "reward", "kto"])
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--policy", default="majority", choices=["majority", "mean"], help="how judgments combine")
+    exp.add_argument("--keep-ties", action="store_true", help="keep pairs whose consensus is a tie (reward only)")
+    exp.add_argument("--keep-both-bad", action="store_true", help="keep pairs most raters flagged both-bad")
+    exp.add_argument("--no-prior", action="store_true", help="leave out pairs labelled only at import time")
+    exp.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split")
+    exp.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to the Hub")
+    exp.set_defaults(func=cmd_export)
+
+    user = commands.add_parser("user", help="create a user with a generated password")
+    user.add_argument("username")
+    user.add_argument("--role", default="rater", choices=["rater", "lead", "admin"])
+    user.add_argument("--domains", default="", help="comma-separated domains the user is qualified in")
+    user.set_defaults(func=cmd_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
