@@ -128,6 +128,11 @@ class CampaignBase(SQLModel):
     min_reasoning_chars: int = Field(default=20, ge=0)
     domains: list[str] = _json(default_factory=list)
     consent_text: str = Field(default="", sa_type=Text)
+    # A rater whose accuracy over their last `calibration_window` calibration items falls below the threshold is
+    # flagged; with `probation` on they then see only calibration items until they pass again.
+    calibration_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    calibration_window: int = Field(default=20, ge=1)
+    probation: bool = True
 
 
 class CampaignCreate(CampaignBase):

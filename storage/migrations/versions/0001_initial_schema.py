@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 05:23:26.549913
+Create Date: 2026-11-21 05:40:30.823087
 """
 
 import sqlalchemy as sa
@@ -29,6 +29,9 @@ def upgrade() -> None:
     sa.Column('min_reasoning_chars', sa.Integer(), nullable=False),
     sa.Column('domains', sa.JSON(), nullable=False),
     sa.Column('consent_text', sa.Text(), nullable=False),
+    sa.Column('calibration_threshold', sa.Float(), nullable=False),
+    sa.Column('calibration_window', sa.Integer(), nullable=False),
+    sa.Column('probation', sa.Boolean(), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('guidelines_version', sa.Integer(), nullable=False),
     sa.Column('consent_version', sa.Integer(), nullable=False),

@@ -1,0 +1,286 @@
+"""The work queue: which pair or prompt a rater gets next, leases, and recording what raters submit.
+
+An item is open while its current judgments (or rater-written demonstrations) plus its unexpired open leases
+are fewer than the campaign's ``overlap_k``. Every chain of revisions starts with one row that supersedes
+nothing, so counting those rows counts current versions.
+
+Claiming the last slot is race-free: on SQLite ``write_session`` holds the write lock from the first statement;
+on PostgreSQL the candidate row is locked ``FOR UPDATE`` and its load counted again before the lease is written.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, union, union_all
+from sqlmodel import Session, col, select
+
+from storage.models import (
+    Assignment,
+    CalibrationItem,
+    CalibrationKind,
+    Campaign,
+    CampaignKind,
+    Demonstration,
+    DemonstrationCreate,
+    Judgment,
+    JudgmentCreate,
+    Pair,
+    Prompt,
+    Response,
+    Side,
+    TaskKind,
+    User,
+)
+
+REPEAT_SHOWINGS = 2
+"""A ``repeat`` calibration item comes back once, so a rater's consistency can be measured without a loop."""
+
+
+def _domain_allowed(user: User) -> Any:
+    return or_(col(Prompt.domain).is_(None), col(Prompt.domain).in_(user.domains or []))
+
+
+def _claims(campaign_id: int, task: TaskKind, now: datetime) -> Any:
+    """One row (``item``) per current rater-made judgment or demonstration, or unexpired open lease, of a campaign."""
+    if task == TaskKind.judgment:
+        done = select(col(Judgment.pair_id).label("item")).join(Pair, col(Pair.id) == Judgment.pair_id)
+        done = done.where(Pair.campaign_id == campaign_id, col(Judgment.supersedes_id).is_(None))
+        leased_item = Assignment.pair_id
+    else:
+        done = select(col(Demonstration.prompt_id).label("item")).join(
+            Prompt, col(Prompt.id) == Demonstration.prompt_id
+        )
+        done = done.where(Prompt.campaign_id == campaign_id, col(Demonstration.supersedes_id).is_(None))
+        done = done.where(col(Demonstration.rater_id).is_not(None))  # imported writing does not count toward k
+        leased_item = Assignment.prompt_id
+    leased = select(col(leased_item).label("item")).where(
+        Assignment.campaign_id == campaign_id, Assignment.task == task
+    )
+    leased = leased.where(col(Assignment.closed_at).is_(None), Assignment.expires_at > now)
+    return union_all(done, leased).subquery()
+
+
+def _lock_if_room(*, session: Session, model: type[Pair] | type[Prompt], item_id: int, claims: Any, k: int) -> bool:
+    """Lock the item's row, then count its claims: another rater may have taken the last slot meanwhile."""
+    session.exec(select(model.id).where(model.id == item_id).with_for_update()).one()
+    return session.exec(select(func.count()).select_from(claims).where(claims.c.item == item_id)).one() < k
+
+
+def _first_open(*, session: Session, model: type[Pair] | type[Prompt], base: Any, claims: Any, k: int) -> int | None:
+    """Among ``base``'s items, the open one closest to k (then the lowest id), locked; None when all are full."""
+    loads = select(claims.c.item, func.count().label("load")).group_by(claims.c.item).subquery()
+    load = func.coalesce(loads.c.load, 0)
+    candidates = base.outerjoin(loads, loads.c.item == model.id).where(load < k).order_by(load.desc(), model.id)
+    full: list[int] = []
+    while (item_id := session.exec(candidates.where(col(model.id).not_in(full)).limit(1)).first()) is not None:
+        if _lock_if_room(session=session, model=model, item_id=item_id, claims=claims, k=k):
+            return item_id
+        full.append(item_id)
+    return None
+
+
+def _held(rater_id: int, item: Any) -> Any:
+    return select(item).where(Assignment.rater_id == rater_id, col(Assignment.closed_at).is_(None), item.is_not(None))
+
+
+def _has_room(*, session: Session, assignment: Assignment, campaign: Campaign, now: datetime) -> bool:
+    if assignment.is_calibration:
+        return True
+    is_pair = assignment.task == TaskKind.judgment
+    model, item_id = (Pair, assignment.pair_id) if is_pair else (Prompt, assignment.prompt_id)
+    claims = _claims(campaign.id, assignment.task, now)
+    return _lock_if_room(session=session, model=model, item_id=item_id, claims=claims, k=campaign.overlap_k)
+
+
+def resume_assignment(
+    *, session: Session, rater_id: int, campaign: Campaign, task: TaskKind, now: datetime, lease: timedelta
+) -> Assignment | None:
+    """The rater's latest open assignment of this kind: as is while leased, renewed if expired and still room."""
+    held = session.exec(
+        select(Assignment)
+        .where(Assignment.rater_id == rater_id, Assignment.campaign_id == campaign.id, Assignment.task == task)
+        .where(col(Assignment.closed_at).is_(None))
+        .order_by(col(Assignment.id).desc())
+    ).first()
+    if held is None or held.expires_at > now:
+        return held
+    if not _has_room(session=session, assignment=held, campaign=campaign, now=now):
+        return None
+    held.leased_at, held.expires_at = now, now + lease
+    session.flush()
+    return held
+
+
+def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now: datetime) -> int | None:
+    seen = union(select(Judgment.pair_id).where(Judgment.rater_id == user.id), _held(user.id, Assignment.pair_id))
+    base = (
+        select(Pair.id)
+        .join(Prompt, col(Prompt.id) == Pair.prompt_id)
+        .where(Pair.campaign_id == campaign.id, _domain_allowed(user), col(Pair.id).not_in(seen))
+        .where(~exists().where(CalibrationItem.pair_id == Pair.id))
+    )
+    claims = _claims(campaign.id, TaskKind.judgment, now)
+    return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k)
+
+
+def _next_calibration_pair(*, session: Session, user: User, campaign: Campaign) -> int | None:
+    showings = (
+        select(func.count(Judgment.id))
+        .where(Judgment.pair_id == Pair.id, Judgment.rater_id == user.id, col(Judgment.supersedes_id).is_(None))
+        .scalar_subquery()
+    )
+    repeatable = and_(CalibrationItem.kind == CalibrationKind.repeat, showings < REPEAT_SHOWINGS)
+    return session.exec(
+        select(Pair.id)
+        .join(CalibrationItem, col(CalibrationItem.pair_id) == Pair.id)
+        .join(Prompt, col(Prompt.id) == Pair.prompt_id)
+        .where(Pair.campaign_id == campaign.id, _domain_allowed(user), or_(showings == 0, repeatable))
+        .where(col(Pair.id).not_in(_held(user.id, Assignment.pair_id)))
+        .order_by(showings, Pair.id)
+        .limit(1)
+    ).first()
+
+
+def _balanced_left(*, session: Session, rater_id: int, campaign_id: int, rng: random.Random) -> Side:
+    counts = dict(
+        session.exec(
+            select(Assignment.left, func.count(Assignment.id))
+            .where(Assignment.rater_id == rater_id, Assignment.campaign_id == campaign_id)
+            .where(Assignment.task == TaskKind.judgment)
+            .group_by(Assignment.left)
+        ).all()
+    )
+    shown_a, shown_b = counts.get(Side.a, 0), counts.get(Side.b, 0)
+    if shown_a != shown_b:
+        return Side.a if shown_a < shown_b else Side.b
+    return rng.choice([Side.a, Side.b])
+
+
+def next_pair_assignment(
+    *, session: Session, user: User, campaign: Campaign, rng: random.Random, now: datetime, lease: timedelta
+) -> Assignment | None:
+    """The pair the rater should judge now: the one they hold, else a new lease (calibration mixed in), else None."""
+    if not user.active or campaign.kind == CampaignKind.demonstration:
+        return None
+    held = resume_assignment(
+        session=session, rater_id=user.id, campaign=campaign, task=TaskKind.judgment, now=now, lease=lease
+    )
+    if held is not None:
+        return held
+    want_calibration = rng.random() < campaign.calibration_rate
+    for is_calibration in (want_calibration, not want_calibration):
+        if is_calibration:
+            pair_id = _next_calibration_pair(session=session, user=user, campaign=campaign)
+        else:
+            pair_id = _next_regular_pair(session=session, user=user, campaign=campaign, now=now)
+        if pair_id is None:
+            continue
+        assignment = Assignment(
+            campaign_id=campaign.id,
+            rater_id=user.id,
+            task=TaskKind.judgment,
+            pair_id=pair_id,
+            left=_balanced_left(session=session, rater_id=user.id, campaign_id=campaign.id, rng=rng),
+            is_calibration=is_calibration,
+            leased_at=now,
+            expires_at=now + lease,
+        )
+        session.add(assignment)
+        session.flush()
+        return assignment
+    return None
+
+
+def next_prompt_assignment(
+    *, session: Session, user: User, campaign: Campaign, now: datetime, lease: timedelta
+) -> Assignment | None:
+    """The prompt the rater should write for now: the one they hold, else a new lease, else None."""
+    if not user.active or campaign.kind == CampaignKind.preference:
+        return None
+    held = resume_assignment(
+        session=session, rater_id=user.id, campaign=campaign, task=TaskKind.demonstration, now=now, lease=lease
+    )
+    if held is not None:
+        return held
+    written = select(Demonstration.prompt_id).where(Demonstration.rater_id == user.id)
+    seen = union(written, _held(user.id, Assignment.prompt_id))
+    base = select(Prompt.id).where(
+        Prompt.campaign_id == campaign.id, _domain_allowed(user), col(Prompt.id).not_in(seen)
+    )
+    claims = _claims(campaign.id, TaskKind.demonstration, now)
+    prompt_id = _first_open(session=session, model=Prompt, base=base, claims=claims, k=campaign.overlap_k)
+    if prompt_id is None:
+        return None
+    assignment = Assignment(
+        campaign_id=campaign.id,
+        rater_id=user.id,
+        task=TaskKind.demonstration,
+        prompt_id=prompt_id,
+        leased_at=now,
+        expires_at=now + lease,
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment
+
+
+def lock_assignment(*, session: Session, assignment_id: int) -> Assignment | None:
+    """The assignment, locked so that two submissions of it cannot both pass the open check."""
+    return session.exec(select(Assignment).where(Assignment.id == assignment_id).with_for_update()).first()
+
+
+def lock_judgment(*, session: Session, judgment_id: int) -> Judgment | None:
+    """The judgment, locked so that two revisions of it cannot both pass the current-version check."""
+    return session.exec(select(Judgment).where(Judgment.id == judgment_id).with_for_update()).first()
+
+
+def is_superseded(*, session: Session, judgment_id: int) -> bool:
+    """Whether a later version of this judgment exists."""
+    return session.exec(select(Judgment.id).where(Judgment.supersedes_id == judgment_id)).first() is not None
+
+
+def draft_response(*, session: Session, prompt_id: int) -> Response | None:
+    """The response offered as a starting draft for a demonstration: the prompt's first one."""
+    return session.exec(select(Response).where(Response.prompt_id == prompt_id).order_by(Response.id)).first()
+
+
+def record_judgment(
+    *,
+    session: Session,
+    judgment: JudgmentCreate,
+    rater_id: int,
+    guideline_version: int,
+    now: datetime,
+    assignment: Assignment | None = None,
+) -> Judgment:
+    """Append a judgment and close the assignment it answers (a revision answers none)."""
+    row = Judgment.model_validate(
+        judgment, update={"rater_id": rater_id, "guideline_version": guideline_version, "server_time": now}
+    )
+    session.add(row)
+    if assignment is not None:
+        assignment.closed_at = now
+    session.flush()
+    return row
+
+
+def record_demonstration(
+    *,
+    session: Session,
+    demonstration: DemonstrationCreate,
+    rater_id: int,
+    guideline_version: int,
+    now: datetime,
+    assignment: Assignment,
+) -> Demonstration:
+    """Append a demonstration and close its assignment."""
+    row = Demonstration.model_validate(
+        demonstration, update={"rater_id": rater_id, "guideline_version": guideline_version, "created_at": now}
+    )
+    session.add(row)
+    assignment.closed_at = now
+    session.flush()
+    return row

@@ -1,0 +1,315 @@
+"""What a rater sees next and what they may submit: one transaction per user action, no UI code.
+
+Tasks carry only what the rater sees. A pair is shown in display order (left/right) and the rater answers in
+display terms; the service alone knows which side is A, and whether an item is a calibration item.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, select
+
+from storage import queue
+from storage.accounts import authenticate
+from storage.db import write_session
+from storage.models import (
+    Assignment,
+    Campaign,
+    DemonstrationCreate,
+    Pair,
+    Prompt,
+    Response,
+    Side,
+    TaskKind,
+    User,
+    utcnow,
+)
+from studio.validation import ValidationFailed, check_claims, check_client_time, judgment_create, message
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
+ATTEMPTS = 4
+
+
+class PermissionDenied(PermissionError):
+    """The user may not do this: inactive, or the item is not theirs."""
+
+
+@dataclass(frozen=True)
+class PairTask:
+    assignment_id: int
+    pair_id: int
+    messages: list[dict[str, Any]]
+    left_text: str
+    right_text: str
+    rubric: list[str]
+    min_reasoning_chars: int
+    guidelines: str
+    guidelines_version: int
+
+
+@dataclass(frozen=True)
+class PromptTask:
+    assignment_id: int
+    prompt_id: int
+    messages: list[dict[str, Any]]
+    draft: str | None
+    guidelines: str
+    guidelines_version: int
+
+
+class StudioService:
+    """The studio's actions. Each public method is one transaction, retried on PostgreSQL conflicts."""
+
+    def __init__(self, engine: Engine, lease_minutes: int = 30, rng: random.Random | None = None) -> None:
+        self.engine = engine
+        self.lease = timedelta(minutes=lease_minutes)
+        self.rng = rng or random.Random()
+
+    def _transaction(self, action: Callable[[Session], T]) -> T:
+        for attempt in itertools.count(1):
+            try:
+                with write_session(self.engine) as session, session.begin():
+                    return action(session)
+            except DBAPIError as error:
+                if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
+                    raise
+                log.info("retrying after a transaction conflict (attempt %d): %s", attempt, error.orig)
+
+    @staticmethod
+    def _active_user(session: Session, rater_id: int) -> User:
+        # Locked: one rater's simultaneous requests (a double click, two tabs) must not take two leases.
+        user = session.get(User, rater_id, with_for_update=True)
+        if user is None or not user.active:
+            raise PermissionDenied("This account is not active; ask a lead to reactivate it.")
+        return user
+
+    @staticmethod
+    def _campaign(session: Session, campaign_id: int) -> Campaign:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise LookupError(f"no campaign with id {campaign_id}")
+        return campaign
+
+    def _own_open_assignment(self, session: Session, rater_id: int, assignment_id: int, task: TaskKind) -> Assignment:
+        self._active_user(session, rater_id)
+        assignment = queue.lock_assignment(session=session, assignment_id=assignment_id)
+        if assignment is None or assignment.rater_id != rater_id or assignment.task != task:
+            raise PermissionDenied("This item is not assigned to you.")
+        if assignment.closed_at is not None:
+            raise ValidationFailed("This item was already submitted; ask for the next one.")
+        return assignment
+
+    def check_login(self, username: str, password: str) -> bool:
+        """Gradio's auth hook: an active user with this password."""
+        return self._transaction(
+            lambda session: authenticate(session=session, username=username, password=password) is not None
+        )
+
+    def user_id(self, username: str | None) -> int:
+        """The id behind a logged-in username."""
+        with Session(self.engine) as session:
+            user_id = session.exec(select(User.id).where(User.username == username, User.active)).first()
+        if user_id is None:
+            raise PermissionDenied("Log in with an active account.")
+        return user_id
+
+    def campaigns_for(self, username: str | None) -> list[tuple[str, int]]:
+        """(name, id) of the campaigns this user can work in."""
+        self.user_id(username)
+        with Session(self.engine) as session:
+            return [(c.name, c.id) for c in session.exec(select(Campaign).order_by(Campaign.name))]
+
+    def next_pair(self, rater_id: int, campaign_id: int) -> PairTask | None:
+        """The pair this rater should judge now (the same one after a reload), or None when nothing is left."""
+
+        def action(session: Session) -> PairTask | None:
+            user, campaign = self._active_user(session, rater_id), self._campaign(session, campaign_id)
+            assignment = queue.next_pair_assignment(
+                session=session, user=user, campaign=campaign, rng=self.rng, now=utcnow(), lease=self.lease
+            )
+            if assignment is None:
+                return None
+            pair = session.get(Pair, assignment.pair_id)
+            a, b = session.get(Response, pair.response_a_id).text, session.get(Response, pair.response_b_id).text
+            left_text, right_text = (a, b) if assignment.left == Side.a else (b, a)
+            return PairTask(
+                assignment_id=assignment.id,
+                pair_id=pair.id,
+                messages=session.get(Prompt, pair.prompt_id).messages,
+                left_text=left_text,
+                right_text=right_text,
+                rubric=list(campaign.rubric),
+                min_reasoning_chars=campaign.min_reasoning_chars,
+                guidelines=campaign.guidelines,
+                guidelines_version=campaign.guidelines_version,
+            )
+
+        return self._transaction(action)
+
+    def next_prompt(self, rater_id: int, campaign_id: int) -> PromptTask | None:
+        """The prompt this rater should write a response for, or None when nothing is left."""
+
+        def action(session: Session) -> PromptTask | None:
+            user, campaign = self._active_user(session, rater_id), self._campaign(session, campaign_id)
+            assignment = queue.next_prompt_assignment(
+                session=session, user=user, campaign=campaign, now=utcnow(), lease=self.lease
+            )
+            if assignment is None:
+                return None
+            draft = queue.draft_response(session=session, prompt_id=assignment.prompt_id)
+            return PromptTask(
+                assignment_id=assignment.id,
+                prompt_id=assignment.prompt_id,
+                messages=session.get(Prompt, assignment.prompt_id).messages,
+                draft=draft.text if draft else None,
+                guidelines=campaign.guidelines,
+                guidelines_version=campaign.guidelines_version,
+            )
+
+        return self._transaction(action)
+
+    def submit_judgment(
+        self,
+        rater_id: int,
+        assignment_id: int,
+        *,
+        choice: int,
+        both_bad: bool,
+        criteria: dict[str, int],
+        reasoning: str,
+        confidence: int,
+        time_on_task_s: float,
+        client_time: datetime | None = None,
+    ) -> int:
+        """Store the rater's judgment (choice in display terms: -2 left much better .. +2 right much better)."""
+        answer = dict(
+            choice=choice,
+            both_bad=both_bad,
+            criteria=criteria,
+            reasoning=reasoning,
+            confidence=confidence,
+            time_on_task_s=time_on_task_s,
+            client_time=client_time,
+        )
+
+        def action(session: Session) -> int:
+            assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
+            campaign = self._campaign(session, assignment.campaign_id)
+            judgment = judgment_create(campaign, pair_id=assignment.pair_id, left=assignment.left, **answer)
+            row = queue.record_judgment(
+                session=session,
+                judgment=judgment,
+                rater_id=rater_id,
+                guideline_version=campaign.guidelines_version,
+                now=utcnow(),
+                assignment=assignment,
+            )
+            return row.id
+
+        return self._transaction(action)
+
+    def revise_judgment(
+        self,
+        rater_id: int,
+        judgment_id: int,
+        *,
+        choice: int,
+        both_bad: bool,
+        criteria: dict[str, int],
+        reasoning: str,
+        confidence: int,
+        time_on_task_s: float,
+        client_time: datetime | None = None,
+    ) -> int:
+        """Append a new version of the rater's own current judgment; the old row stays as it was."""
+        answer = dict(
+            choice=choice,
+            both_bad=both_bad,
+            criteria=criteria,
+            reasoning=reasoning,
+            confidence=confidence,
+            time_on_task_s=time_on_task_s,
+            client_time=client_time,
+        )
+
+        def action(session: Session) -> int:
+            self._active_user(session, rater_id)
+            previous = queue.lock_judgment(session=session, judgment_id=judgment_id)
+            if previous is None or previous.rater_id != rater_id:
+                raise PermissionDenied("This judgment is not yours.")
+            if queue.is_superseded(session=session, judgment_id=judgment_id):
+                raise ValidationFailed("This judgment was already revised; edit its latest version.")
+            pair = session.get(Pair, previous.pair_id)
+            campaign = self._campaign(session, pair.campaign_id)
+            judgment = judgment_create(
+                campaign, pair_id=pair.id, left=previous.left, supersedes_id=previous.id, **answer
+            )
+            row = queue.record_judgment(
+                session=session,
+                judgment=judgment,
+                rater_id=rater_id,
+                guideline_version=campaign.guidelines_version,
+                now=utcnow(),
+            )
+            return row.id
+
+        return self._transaction(action)
+
+    def submit_demonstration(
+        self,
+        rater_id: int,
+        assignment_id: int,
+        *,
+        text: str,
+        claims: list[dict[str, Any]],
+        time_on_task_s: float,
+        paste_events: list[dict[str, Any]],
+        client_time: datetime | None = None,
+    ) -> int:
+        """Store the rater's written response; a claim marked false blocks it."""
+
+        def action(session: Session) -> int:
+            assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.demonstration)
+            campaign = self._campaign(session, assignment.campaign_id)
+            if not (text or "").strip():
+                raise ValidationFailed("Write a response before submitting.")
+            checked_claims = check_claims(claims)
+            check_client_time(client_time)
+            draft = queue.draft_response(session=session, prompt_id=assignment.prompt_id)
+            try:
+                demonstration = DemonstrationCreate(
+                    prompt_id=assignment.prompt_id,
+                    messages=[{"role": "assistant", "content": text.strip()}],
+                    draft_response_id=draft.id if draft else None,
+                    claims=checked_claims,
+                    time_on_task_s=time_on_task_s,
+                    paste_events=paste_events,
+                    client_time=client_time,
+                )
+            except ValidationError as error:
+                raise ValidationFailed(message(error)) from None
+            row = queue.record_demonstration(
+                session=session,
+                demonstration=demonstration,
+                rater_id=rater_id,
+                guideline_version=campaign.guidelines_version,
+                now=utcnow(),
+                assignment=assignment,
+            )
+            return row.id
+
+        return self._transaction(action)

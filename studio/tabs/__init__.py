@@ -1,0 +1,1 @@
+"""One builder per tab: `build_<tab>_tab(service, ...)` lays out components and wires their events."""

@@ -1,0 +1,104 @@
+"""Checks on what a rater submits: each failure is a ValidationFailed whose message says how to fix it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from storage.models import PREFERENCE_SCALE, Campaign, Claim, ClaimStatus, JudgmentCreate, Side
+
+
+class ValidationFailed(ValueError):
+    """A submission the rater can fix; the message says how."""
+
+
+def message(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors())
+
+
+def check_judgment(
+    campaign: Campaign, *, choice: int, both_bad: bool, criteria: dict[str, int], reasoning: str, confidence: int
+) -> str:
+    """Raise ValidationFailed for the first problem; return the reasoning as stored."""
+    if isinstance(choice, bool) or choice not in PREFERENCE_SCALE:
+        raise ValidationFailed(f"Choose a preference from -2 to 2 (got {choice!r}).")
+    if not isinstance(both_bad, bool):
+        raise ValidationFailed(f"'Both bad' must be yes or no (got {both_bad!r}).")
+    if unknown := sorted(set(criteria) - set(campaign.rubric)):
+        raise ValidationFailed(
+            f"Unknown criteria {', '.join(unknown)}; this campaign scores {', '.join(campaign.rubric)}."
+        )
+    if missing := [name for name in campaign.rubric if name not in criteria]:
+        raise ValidationFailed(f"Score every criterion: {', '.join(missing)} is missing.")
+    for name, score in criteria.items():
+        if isinstance(score, bool) or score not in range(1, 6):
+            raise ValidationFailed(f"Score '{name}' from 1 to 5 (got {score!r}).")
+    if isinstance(confidence, bool) or confidence not in range(1, 6):
+        raise ValidationFailed(f"Confidence must be 1 to 5 (got {confidence!r}).")
+    reasoning = (reasoning or "").strip()
+    if len(reasoning) < campaign.min_reasoning_chars:
+        raise ValidationFailed(
+            f"Reasoning needs at least {campaign.min_reasoning_chars} characters (you wrote {len(reasoning)})."
+        )
+    return reasoning
+
+
+def judgment_create(
+    campaign: Campaign,
+    *,
+    pair_id: int,
+    left: str,
+    supersedes_id: int | None = None,
+    choice: int,
+    both_bad: bool,
+    criteria: dict[str, int],
+    reasoning: str,
+    confidence: int,
+    time_on_task_s: float,
+    client_time: datetime | None,
+) -> JudgmentCreate:
+    """Validate a display-terms answer and turn it into a stored-terms judgment."""
+    reasoning = check_judgment(
+        campaign, choice=choice, both_bad=both_bad, criteria=criteria, reasoning=reasoning, confidence=confidence
+    )
+    check_client_time(client_time)
+    try:
+        return JudgmentCreate(
+            pair_id=pair_id,
+            # Display -2 means "left much better"; stored -2 means "A much better".
+            preference=choice if left == Side.a else -choice,
+            both_bad=both_bad,
+            criteria=criteria,
+            reasoning=reasoning,
+            confidence=confidence,
+            left=left,
+            time_on_task_s=time_on_task_s,
+            client_time=client_time,
+            supersedes_id=supersedes_id,
+        )
+    except ValidationError as error:
+        raise ValidationFailed(message(error)) from None
+
+
+def check_client_time(client_time: datetime | None) -> None:
+    if client_time is not None and client_time.utcoffset() is None:
+        raise ValidationFailed(f"client_time needs a timezone (got {client_time.isoformat()}).")
+
+
+def check_claims(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    checked = []
+    for number, raw in enumerate(claims, start=1):
+        try:
+            claim = Claim.model_validate(raw)
+        except ValidationError as error:
+            raise ValidationFailed(f"Claim {number}: {message(error)}.") from None
+        if claim.status == ClaimStatus.false:
+            raise ValidationFailed(
+                f"Claim {number} ({claim.claim!r}) is marked false: correct or remove it before submitting."
+            )
+        if claim.status == ClaimStatus.verified and not (claim.source or "").strip():
+            raise ValidationFailed(f"Claim {number} ({claim.claim!r}) is marked verified: add the source you checked.")
+        checked.append(claim.model_dump(mode="json"))
+    return checked
