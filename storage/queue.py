@@ -38,6 +38,9 @@ from storage.models import (
 REPEAT_SHOWINGS = 2
 """A ``repeat`` calibration item comes back once, so a rater's consistency can be measured without a loop."""
 
+MIN_CALIBRATION_ANSWERS = 5
+"""Fewer calibration answers than this say too little to put anyone on probation."""
+
 
 def _domain_allowed(user: User) -> Any:
     return or_(col(Prompt.domain).is_(None), col(Prompt.domain).in_(user.domains or []))
@@ -126,7 +129,30 @@ def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now:
     return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k)
 
 
-def _next_calibration_pair(*, session: Session, user: User, campaign: Campaign) -> int | None:
+def calibration_standing(*, session: Session, rater_id: int, campaign: Campaign) -> tuple[int, int]:
+    """(correct, answered) over the rater's last ``campaign.calibration_window`` first answers to calibration items."""
+    rows = session.exec(
+        select(Judgment.preference, CalibrationItem.expected, CalibrationItem.accepted)
+        .join(CalibrationItem, col(CalibrationItem.pair_id) == Judgment.pair_id)
+        .join(Pair, col(Pair.id) == Judgment.pair_id)
+        # A revision made after seeing the expected answer (training mode) must not lift the score.
+        .where(Pair.campaign_id == campaign.id, Judgment.rater_id == rater_id, col(Judgment.supersedes_id).is_(None))
+        .order_by(col(Judgment.server_time).desc(), col(Judgment.id).desc())
+        .limit(campaign.calibration_window)
+    ).all()
+    return sum(preference in {expected, *accepted} for preference, expected, accepted in rows), len(rows)
+
+
+def on_probation(*, session: Session, rater_id: int, campaign: Campaign) -> bool:
+    """Below the campaign's calibration threshold, on a campaign that puts such raters on probation."""
+    if not campaign.probation:
+        return False
+    correct, answered = calibration_standing(session=session, rater_id=rater_id, campaign=campaign)
+    return answered >= MIN_CALIBRATION_ANSWERS and correct < campaign.calibration_threshold * answered
+
+
+def _next_calibration_pair(*, session: Session, user: User, campaign: Campaign, again: bool = False) -> int | None:
+    """An unseen calibration pair (or a repeat item due again); with ``again``, the least-seen of any."""
     showings = (
         select(func.count(Judgment.id))
         .where(Judgment.pair_id == Pair.id, Judgment.rater_id == user.id, col(Judgment.supersedes_id).is_(None))
@@ -137,7 +163,7 @@ def _next_calibration_pair(*, session: Session, user: User, campaign: Campaign) 
         select(Pair.id)
         .join(CalibrationItem, col(CalibrationItem.pair_id) == Pair.id)
         .join(Prompt, col(Prompt.id) == Pair.prompt_id)
-        .where(Pair.campaign_id == campaign.id, _domain_allowed(user), or_(showings == 0, repeatable))
+        .where(Pair.campaign_id == campaign.id, _domain_allowed(user), or_(showings == 0, repeatable, again))
         .where(col(Pair.id).not_in(_held(user.id, Assignment.pair_id)))
         .order_by(showings, Pair.id)
         .limit(1)
@@ -170,10 +196,11 @@ def next_pair_assignment(
     )
     if held is not None:
         return held
-    want_calibration = rng.random() < campaign.calibration_rate
-    for is_calibration in (want_calibration, not want_calibration):
+    probation = on_probation(session=session, rater_id=user.id, campaign=campaign)
+    want_calibration = probation or rng.random() < campaign.calibration_rate
+    for is_calibration in (want_calibration,) if probation else (want_calibration, not want_calibration):
         if is_calibration:
-            pair_id = _next_calibration_pair(session=session, user=user, campaign=campaign)
+            pair_id = _next_calibration_pair(session=session, user=user, campaign=campaign, again=probation)
         else:
             pair_id = _next_regular_pair(session=session, user=user, campaign=campaign, now=now)
         if pair_id is None:

@@ -173,6 +173,7 @@ def test_calibration_is_not_limited_by_k_and_falls_back_both_ways(session, campa
 
 def test_calibration_rate_is_roughly_honoured(session, campaign):
     campaign.calibration_rate, campaign.overlap_k = 0.3, 1
+    campaign.probation = False  # this rater answers every calibration item wrong
     add_pairs(session, campaign, 60, calibration=CalibrationKind.factual_priority)
     add_pairs(session, campaign, 100)
     (rater,) = add_users(session, 1)
@@ -234,3 +235,27 @@ def test_demonstration_queue_counts_raters_not_imports(session):
     assert queue.next_prompt_assignment(session=session, user=second, campaign=campaign, now=now, lease=LEASE) is None
     assert lease_pair(session, first, campaign) is None  # a demonstration campaign holds no pair work
     assert queue.draft_response(session=session, prompt_id=pair.prompt_id).text.startswith("A ")
+
+
+def test_probation_serves_only_calibration_until_the_rater_passes_again(session, campaign):
+    campaign.calibration_rate, campaign.calibration_window = 0.0, 5
+    calibration = add_pairs(session, campaign, 3, calibration=CalibrationKind.factual_priority)
+    add_pairs(session, campaign, 20)
+    (rater,) = add_users(session, 1)
+    for _ in range(3):  # calibration rate 0: regular pairs only
+        assert not (assignment := lease_pair(session, rater, campaign)).is_calibration
+        judge(session, assignment)
+    for pair in [*calibration, *calibration[:2]]:  # five wrong answers (expected -2, accepted -2 and -1)
+        wrong = JudgmentCreate(pair_id=pair.id, preference=1, left=Side.a)
+        queue.record_judgment(session=session, judgment=wrong, rater_id=rater.id, guideline_version=1, now=utcnow())
+    assert queue.calibration_standing(session=session, rater_id=rater.id, campaign=campaign) == (0, 5)
+    assert queue.on_probation(session=session, rater_id=rater.id, campaign=campaign)
+    calibration_ids = {pair.id for pair in calibration}
+    for _ in range(4):  # already-seen calibration items come back; regular work waits; 4 of the last 5 pass
+        assignment = lease_pair(session, rater, campaign)
+        assert assignment.is_calibration and assignment.pair_id in calibration_ids
+        judge(session, assignment, preference=-2)
+    assert queue.calibration_standing(session=session, rater_id=rater.id, campaign=campaign) == (4, 5)
+    assert not lease_pair(session, rater, campaign).is_calibration
+    campaign.probation = False
+    assert not queue.on_probation(session=session, rater_id=rater.id, campaign=campaign)
