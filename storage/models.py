@@ -334,6 +334,7 @@ class ExportRecord(SQLModel, table=True):
     row_count: int = 0
     pair_ids_sha256: str = Field(default="", max_length=64)
     judgment_ids_sha256: str = Field(default="", max_length=64)
+    demonstration_ids_sha256: str = Field(default="", max_length=64)
     rater_ids: list[int] = _json(default_factory=list)
     guideline_versions: list[int] = _json(default_factory=list)
     stale: bool = False  # set when data it holds was erased

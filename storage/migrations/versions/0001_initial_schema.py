@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 05:40:30.823087
+Create Date: 2026-11-21 06:04:57.884514
 """
 
 import sqlalchemy as sa
@@ -92,6 +92,7 @@ def upgrade() -> None:
     sa.Column('row_count', sa.Integer(), nullable=False),
     sa.Column('pair_ids_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('judgment_ids_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('demonstration_ids_sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('rater_ids', sa.JSON(), nullable=False),
     sa.Column('guideline_versions', sa.JSON(), nullable=False),
     sa.Column('stale', sa.Boolean(), nullable=False),

@@ -1,0 +1,335 @@
+"""Export: rows seeded with the models, exported, then read back from every file format."""
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset, load_from_disk
+from huggingface_hub import DatasetCard
+from sqlmodel import select
+
+from storage.db import write_session
+from storage.export import export_campaign, majority_consensus, mean_consensus
+from storage.models import (
+    AuditEvent,
+    Campaign,
+    Demonstration,
+    ExportRecord,
+    Judgment,
+    Pair,
+    Prompt,
+    Response,
+    User,
+)
+
+KINDS_COLUMNS = {
+    "sft": ["messages", "demonstration_id", "prompt_id", "author", "guideline_version", "claims"],
+    "preference": ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "n_judgments", "reasonings",
+                   "rater_pseudonyms", "guideline_versions", "label_source", "agreement", "strength", "both_bad"],
+}  # fmt: skip
+KINDS_COLUMNS["reward"] = KINDS_COLUMNS["preference"] + ["margin"]
+KINDS_COLUMNS["kto"] = ["prompt", "completion", "label"] + KINDS_COLUMNS["preference"][3:]
+
+
+def add_prompt(session, campaign, text, **provenance):
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    prompt = Prompt(campaign_id=campaign.id, messages=[{"role": "user", "content": text}], content_hash=digest,
+                    **provenance)  # fmt: skip
+    session.add(prompt)
+    session.flush()
+    return prompt
+
+
+def add_pair(session, campaign, text, votes=(), *, prior=None, **provenance):
+    """A pair answering prompt ``text`` with responses "<text> A" and "<text> B"; votes: (rater, preference[, bad])."""
+    prompt = add_prompt(session, campaign, text, **provenance)
+    a, b = (Response(prompt_id=prompt.id, text=f"{text} {side}", **provenance) for side in "AB")
+    session.add_all([a, b])
+    session.flush()
+    pair = Pair(campaign_id=campaign.id, prompt_id=prompt.id, response_a_id=a.id, response_b_id=b.id,
+                prior_preference=prior, content_hash=text, **provenance)  # fmt: skip
+    session.add(pair)
+    session.flush()
+    for rater, preference, *bad in votes:
+        add_judgment(session, pair, rater, preference, both_bad=bool(bad and bad[0]))
+    return pair
+
+
+def add_judgment(session, pair, rater, preference, *, both_bad=False, supersedes=None, version=1):
+    judgment = Judgment(pair_id=pair.id, rater_id=rater.id, preference=preference, both_bad=both_bad, left="a",
+                        guideline_version=version, reasoning=f"{rater.username} says {preference}",
+                        supersedes_id=supersedes and supersedes.id)  # fmt: skip
+    session.add(judgment)
+    session.flush()
+    return judgment
+
+
+@pytest.fixture
+def seeded(engine):
+    """Campaign "c1" with one pair per case; returns {case: pair id} and the raters."""
+    with write_session(engine) as s, s.begin():
+        campaign = Campaign(name="c1")
+        s.add(campaign)
+        raters = [User(username=f"r{i}", password_hash="-") for i in range(3)]
+        s.add_all(raters)
+        s.flush()
+        r1, r2, r3 = raters
+        pairs = {
+            "b wins": add_pair(s, campaign, "b wins", [(r1, 2), (r2, 1), (r3, -1)]),
+            "a wins": add_pair(s, campaign, "a wins", [(r1, -2), (r2, -1)]),
+            "tie": add_pair(s, campaign, "tie", [(r1, 0), (r2, 0)]),
+            "both bad": add_pair(s, campaign, "both bad", [(r1, 1, True), (r2, 2, True), (r3, 1)]),
+            "one bad": add_pair(s, campaign, "one bad", [(r1, 1, True), (r2, 1)]),  # half is no majority
+            "policies differ": add_pair(s, campaign, "policies differ", [(r1, -2), (r2, 1)]),
+            "prior": add_pair(s, campaign, "prior", prior=2, source="hh-rlhf", license="MIT"),
+            "unlabelled": add_pair(s, campaign, "unlabelled"),
+        }
+        pseudonyms = {rater.id: rater.pseudonym for rater in raters}
+    return {"pairs": {case: pair.id for case, pair in pairs.items()}, "pseudonyms": pseudonyms}
+
+
+def export(engine, tmp_path, name="out", **options):
+    options = {"campaign": "c1", "kind": "preference", "test_fraction": 0.0} | options
+    result = export_campaign(engine=engine, out_dir=tmp_path / name, **options)
+    return result, load_from_disk(str(tmp_path / name / "dataset"))
+
+
+def by_pair(dataset):
+    return {row["pair_id"]: row for split in dataset.values() for row in split}
+
+
+def case_rows(seeded, dataset):
+    names = {pair_id: case for case, pair_id in seeded["pairs"].items()}
+    return {names[pair_id]: row for pair_id, row in by_pair(dataset).items()}
+
+
+def test_majority_and_mean_on_hand_built_cases():
+    # pairs: 0 A by votes, 1 a draw between A and B, 2 tie votes win, 3 B, 4 no judgments, 5 a draw between A and tie
+    pairs = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 5, 5])
+    prefs = np.array([-2, -1, 1, 2, -1, 0, 0, 1, 1, 2, 2, -2, -1, 0])
+    direction, strength = majority_consensus(pairs, prefs, 6)
+    assert direction.tolist() == [-1, 0, 0, 1, 0, 0]
+    assert strength.tolist() == pytest.approx([1.5, 0, 0, 5 / 3, 0, 0])
+    direction, strength = mean_consensus(pairs, prefs, 6)
+    assert direction.tolist() == [-1, 1, 1, 1, 0, -1]
+    assert strength.tolist() == pytest.approx([2 / 3, 0.5, 1 / 3, 0.75, 0, 0.5])
+
+
+def test_preference_rows_are_trl_conversational_with_the_consensus_side_chosen(engine, tmp_path, seeded):
+    result, dataset = export(engine, tmp_path)
+    rows = case_rows(seeded, dataset)
+    assert set(rows) == {"b wins", "a wins", "one bad", "prior"}  # tie, both bad, the draw and the unlabelled dropped
+    assert result.counts == {"train": 4, "test": 0} and "4 preference rows" in result.summary()
+    features = dataset["train"].features
+    assert features["prompt"] == features["chosen"] == features["rejected"]
+    for row in rows.values():
+        assert row["prompt"] == [{"role": "user", "content": row["prompt"][0]["content"]}]
+        assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
+    assert (rows["b wins"]["chosen"][0]["content"], rows["b wins"]["rejected"][0]["content"]) == (
+        "b wins B",
+        "b wins A",
+    )
+    assert rows["a wins"]["chosen"][0]["content"] == "a wins A"
+    b_wins = rows["b wins"]
+    assert b_wins["n_judgments"] == 3 and b_wins["agreement"] == pytest.approx(2 / 3)
+    assert b_wins["strength"] == pytest.approx(1.5) and b_wins["label_source"] == "judgments"
+    assert b_wins["reasonings"] == ["r0 says 2", "r1 says 1", "r2 says -1"]
+    assert (
+        b_wins["rater_pseudonyms"] == list(seeded["pseudonyms"].values()) and b_wins["guideline_versions"] == [1] * 3
+    )
+    assert rows["prior"]["label_source"] == "prior" and rows["prior"]["agreement"] is None
+    assert rows["prior"]["chosen"][0]["content"] == "prior B" and rows["prior"]["n_judgments"] == 0
+
+
+def test_mean_policy_decides_a_draw_of_votes(engine, tmp_path, seeded):
+    _, dataset = export(engine, tmp_path, policy="mean")
+    row = case_rows(seeded, dataset)["policies differ"]
+    assert row["chosen"][0]["content"] == "policies differ A" and row["strength"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS_COLUMNS)
+def test_each_kind_has_its_columns(engine, tmp_path, seeded, kind):
+    with write_session(engine) as s, s.begin():
+        prompt = s.exec(select(Prompt).where(Prompt.content_hash == hashlib.sha256(b"a wins").hexdigest())).one()
+        s.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "hi"}], source="oasst"))
+    _, dataset = export(engine, tmp_path, kind=kind)
+    assert dataset["train"].column_names == KINDS_COLUMNS[kind]
+
+
+def test_kto_gives_each_pair_a_desirable_and_an_undesirable_row(engine, tmp_path, seeded):
+    _, dataset = export(engine, tmp_path, kind="kto")
+    rows = [(r["pair_id"], r["completion"][0]["content"], r["label"]) for r in dataset["train"]]
+    b_wins = seeded["pairs"]["b wins"]
+    assert [(text, label) for pair, text, label in rows if pair == b_wins] == [("b wins B", True), ("b wins A", False)]
+    assert len(rows) == 8
+
+
+def test_superseded_judgments_are_ignored(engine, tmp_path, seeded):
+    with write_session(engine) as s, s.begin():
+        pair = s.get(Pair, seeded["pairs"]["a wins"])
+        r0_first, r1_first = s.exec(select(Judgment).where(Judgment.pair_id == pair.id).order_by(Judgment.id)).all()
+        r0, r1 = s.get(User, r0_first.rater_id), s.get(User, r1_first.rater_id)
+        r0_edit = add_judgment(s, pair, r0, 2, supersedes=r0_first, version=2)
+        current = [add_judgment(s, pair, r1, 2, supersedes=r1_first), add_judgment(s, pair, r0, 1, supersedes=r0_edit)]
+        current_ids = sorted(j.id for j in current)
+    result, dataset = export(engine, tmp_path)
+    row = case_rows(seeded, dataset)["a wins"]
+    assert row["chosen"][0]["content"] == "a wins B" and row["n_judgments"] == 2
+    assert row["reasonings"] == ["r1 says 2", "r0 says 1"] and row["guideline_versions"] == [1, 1]
+    with write_session(engine) as s:
+        others = [seeded["pairs"]["b wins"], seeded["pairs"]["one bad"]]
+        others_held = s.exec(select(Judgment.id).where(Judgment.pair_id.in_(others))).all()
+        record = s.get(ExportRecord, result.export_id)
+    held = ",".join(map(str, sorted([*others_held, *current_ids])))
+    assert record.judgment_ids_sha256 == hashlib.sha256(held.encode()).hexdigest()
+    assert record.guideline_versions == [1]  # the version-2 edit was itself superseded
+
+
+def test_ties_and_both_bad_are_kept_only_on_request(engine, tmp_path, seeded):
+    _, dataset = export(engine, tmp_path, "reward", kind="reward", keep_ties=True, keep_both_bad=True)
+    rows = case_rows(seeded, dataset)
+    assert set(rows) == {"b wins", "a wins", "tie", "both bad", "one bad", "policies differ", "prior"}
+    assert rows["tie"]["margin"] == 0 and rows["tie"]["chosen"][0]["content"] == "tie A"
+    assert rows["both bad"]["both_bad"] and not rows["b wins"]["both_bad"]
+    assert rows["b wins"]["margin"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="keep_ties applies to kind 'reward' only"):
+        export(engine, tmp_path, "pref", keep_ties=True)
+    assert not (tmp_path / "pref").exists()
+
+
+def test_prior_labels_count_only_with_use_prior(engine, tmp_path, seeded):
+    _, dataset = export(engine, tmp_path, use_prior=False)
+    assert "prior" not in case_rows(seeded, dataset)
+
+
+def test_split_is_grouped_by_prompt_and_deterministic(engine, tmp_path):
+    with write_session(engine) as s, s.begin():
+        campaign = Campaign(name="c1")
+        rater = User(username="r", password_hash="-")
+        s.add_all([campaign, rater])
+        s.flush()
+        for i in range(40):
+            pair = add_pair(s, campaign, f"prompt {i}", [(rater, 1)])
+            second = Pair(campaign_id=campaign.id, prompt_id=pair.prompt_id, response_a_id=pair.response_b_id,
+                          response_b_id=pair.response_a_id, content_hash=f"{i} reversed")  # fmt: skip
+            s.add(second)
+            s.flush()
+            add_judgment(s, second, rater, -1)
+    first, dataset = export(engine, tmp_path, "first", test_fraction=0.5)
+    second, again = export(engine, tmp_path, "second", test_fraction=0.5)
+    prompts = {split: set(dataset[split]["prompt_id"]) for split in dataset}
+    assert prompts["train"] and prompts["test"] and not prompts["train"] & prompts["test"]
+    assert all(len(dataset[split]) == 2 * len(prompts[split]) for split in dataset)
+    assert {s: again[s]["pair_id"] for s in again} == {s: dataset[s]["pair_id"] for s in dataset}
+    for row in dataset["test"]:
+        digest = hashlib.sha256(hashlib.sha256(row["prompt"][0]["content"].encode()).hexdigest().encode()).digest()
+        assert int.from_bytes(digest[:8], "big") / 2**64 < 0.5
+    assert first.counts == second.counts
+
+
+def test_every_file_reloads_and_the_card_states_the_counts(engine, tmp_path, seeded):
+    result, dataset = export(engine, tmp_path, test_fraction=0.2)
+    out = result.out_dir
+    # "one bad" hashes to 0.89, "a wins" to 0.26, "b wins" to 0.11, "prior" to 0.006
+    assert result.counts == {"train": 2, "test": 2}
+    for split, n in result.counts.items():
+        pair_ids = dataset[split]["pair_id"]
+        assert pq.read_table(out / "parquet" / f"{split}.parquet").column("pair_id").to_pylist() == pair_ids
+        lines = (out / "jsonl" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["pair_id"] for line in lines] == pair_ids and len(pair_ids) == n
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == "other" and card.data.task_categories == ["text-generation"]
+    assert f"| train | {result.counts['train']} |" in card.text and f"| test | {result.counts['test']} |" in card.text
+    assert "hh-rlhf (MIT): 1 rows" in card.text and "dropped, pairs whose consensus is a tie: 2" in card.text
+    assert "raw agreement" in card.text and "Consensus policy `majority`" in card.text
+    hub_layout = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))  # the card's configs find the parquet
+    assert {split: len(hub_layout[split]) for split in hub_layout} == result.counts
+
+
+def test_the_card_leaves_an_empty_split_out_of_its_configs(engine, tmp_path, seeded):
+    result, _ = export(engine, tmp_path)
+    assert result.counts["test"] == 0 and (result.out_dir / "parquet" / "test.parquet").exists()
+    assert list(load_dataset(str(result.out_dir), cache_dir=str(tmp_path / "cache"))) == ["train"]
+
+
+def test_record_and_audit_event_fingerprint_the_export(engine, tmp_path, seeded):
+    with write_session(engine) as s:
+        lead = User(username="lead", password_hash="-")
+        s.add(lead)
+        s.commit()
+    result, dataset = export(engine, tmp_path, actor_id=lead.id)
+    with write_session(engine) as s:
+        record = s.get(ExportRecord, result.export_id)
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "export")).all()
+        exported = sorted(by_pair(dataset))
+        judgments = s.exec(select(Judgment.id, Judgment.rater_id).where(Judgment.pair_id.in_(exported))).all()
+    assert record.pair_ids_sha256 == hashlib.sha256(",".join(map(str, exported)).encode()).hexdigest()
+    judgment_ids = ",".join(str(j) for j, _ in sorted(judgments))
+    assert record.judgment_ids_sha256 == hashlib.sha256(judgment_ids.encode()).hexdigest()
+    assert record.rater_ids == sorted({r for _, r in judgments}) and record.guideline_versions == [1]
+    assert (record.kind, record.row_count, record.created_by) == ("preference", 4, lead.id)
+    assert record.filters["policy"] == "majority" and record.out_path == str(result.out_dir.resolve())
+    assert [(e.actor_id, e.target, e.details["export_id"], e.details["rows"]) for e in events] == [
+        (lead.id, "c1", record.id, 4)
+    ]
+
+
+def test_sft_rows_hold_current_demonstrations(engine, tmp_path):
+    with write_session(engine) as s, s.begin():
+        campaign = Campaign(name="c1")
+        rater = User(username="writer", password_hash="-")
+        s.add_all([campaign, rater])
+        s.flush()
+        prompt = add_prompt(s, campaign, "question")
+        claims = [{"claim": "sky is blue", "status": "verified", "source": "eyes"}]
+        draft = Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "draft"}],
+                              rater_id=rater.id, guideline_version=1)  # fmt: skip
+        s.add(draft)
+        s.flush()
+        s.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "final"}], claims=claims,
+                            rater_id=rater.id, guideline_version=2, supersedes_id=draft.id))  # fmt: skip
+        s.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "imported"}],
+                            source="oasst", license="Apache-2.0"))  # fmt: skip
+        pseudonym = rater.pseudonym
+    result, dataset = export(engine, tmp_path, kind="sft")
+    rows = list(dataset["train"])
+    assert [row["messages"][-1]["content"] for row in rows] == ["final", "imported"]
+    assert rows[0]["messages"] == [{"role": "user", "content": "question"}, {"role": "assistant", "content": "final"}]
+    assert [row["author"] for row in rows] == [pseudonym, "oasst"]
+    assert [row["guideline_version"] for row in rows] == [2, None] and rows[0]["claims"] == claims
+    with write_session(engine) as s:
+        record = s.get(ExportRecord, result.export_id)
+    current = f"{draft.id + 1},{draft.id + 2}"  # "final" and "imported"; the draft is superseded
+    assert record.guideline_versions == [2] and record.judgment_ids_sha256 == hashlib.sha256(b"").hexdigest()
+    assert record.demonstration_ids_sha256 == hashlib.sha256(current.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"kind": "dpo"}, "kind must be one of"),
+        ({"policy": "weighted"}, "policy must be one of"),
+        ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\)"),
+        ({"campaign": "nope"}, "no campaign named 'nope'"),
+        ({"campaign": "empty"}, "campaign 'empty' has no preference rows"),
+    ],
+)
+def test_bad_requests_fail_clearly_and_write_nothing(engine, tmp_path, seeded, options, error):
+    with write_session(engine) as s, s.begin():
+        s.add(Campaign(name="empty"))
+    with pytest.raises(ValueError, match=error):
+        export(engine, tmp_path, **options)
+    assert not (tmp_path / "out").exists()
+    with write_session(engine) as s:
+        assert s.exec(select(ExportRecord)).all() == []
+
+
+def test_an_existing_export_is_never_overwritten(engine, tmp_path, seeded):
+    (tmp_path / "out").mkdir()  # an empty folder is fine
+    result, _ = export(engine, tmp_path)
+    with pytest.raises(FileExistsError, match="already exists and is not an empty folder"):
+        export(engine, tmp_path, kind="kto")
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["README.md", "dataset", "jsonl", "parquet"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left behind
