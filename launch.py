@@ -1,4 +1,4 @@
-"""Concord's command line: `python launch.py [studio|import|export|user] ...` (no command starts the studio).
+"""Concord's command line: `python launch.py [studio|import|export|quality|user] ...` (no command starts the studio).
 
 Each command imports what it needs only when it runs, so starting the studio never loads torch.
 """
@@ -6,6 +6,7 @@ Each command imports what it needs only when it runs, so starting the studio nev
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -76,12 +77,32 @@ def cmd_export(args) -> None:
             keep_ties=args.keep_ties,
             keep_both_bad=args.keep_both_bad,
             use_prior=not args.no_prior,
+            min_agreement=args.min_agreement,
+            exclude_flagged_raters=args.exclude_flagged_raters,
             test_fraction=args.test_fraction,
             push_to_hub=args.push_to_hub,
         )
     except ValueError as error:
         sys.exit(f"export failed: {error}")
     print(result.summary())
+
+
+def cmd_quality(args) -> None:
+    from rich.console import Console
+
+    from storage.frames import quality_report
+    from storage.quality.report import plot_report, render_report
+
+    try:
+        report = quality_report(engine=_engine(args), campaign=args.campaign, n_boot=args.n_boot)
+    except ValueError as error:
+        sys.exit(f"quality report failed: {error}")
+    render_report(report, Console())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
+    for path in plot_report(report, Path(args.plots)) if args.plots else []:
+        print(f"wrote {path}")
 
 
 def cmd_user(args) -> None:
@@ -129,13 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--campaign", required=True)
     exp.add_argument("--kind", required=True, choices=["sft", "preference", "reward", "kto"])
     exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--policy", default="majority", choices=["majority", "mean"], help="how judgments combine")
+    exp.add_argument(
+        "--policy", default="majority", choices=["majority", "mean", "weighted"],
+        help="how judgments combine: most votes, mean preference, or Dawid-Skene competence-weighted",
+    )  # fmt: skip
     exp.add_argument("--keep-ties", action="store_true", help="keep pairs whose consensus is a tie (reward only)")
     exp.add_argument("--keep-both-bad", action="store_true", help="keep pairs most raters flagged both-bad")
     exp.add_argument("--no-prior", action="store_true", help="leave out pairs labelled only at import time")
+    exp.add_argument(
+        "--min-agreement", type=float, default=0.0, metavar="FLOAT",
+        help="drop judged pairs where fewer than this share of judgments agree with the consensus (0..1)",
+    )  # fmt: skip
+    exp.add_argument(
+        "--exclude-flagged-raters", action="store_true",
+        help="leave out, before consensus, raters flagged under the campaign's calibration settings",
+    )  # fmt: skip
     exp.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split")
     exp.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to the Hub")
     exp.set_defaults(func=cmd_export)
+
+    quality = commands.add_parser("quality", help="agreement, calibration and rater report of a campaign")
+    quality.add_argument("--campaign", required=True)
+    quality.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    quality.add_argument("--plots", metavar="DIR", help="also write PNG plots into this folder")
+    quality.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
+    quality.set_defaults(func=cmd_quality)
 
     user = commands.add_parser("user", help="create a user with a generated password")
     user.add_argument("username")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import yaml
 
 TASKS = {
@@ -21,29 +20,26 @@ FORMATS = {
 }
 POLICIES = {
     "majority": "each current judgment votes A, tie or B by the sign of its preference; the most votes wins and a "
-    "draw for the most is a tie; strength is the mean |preference| of the winning votes",
+    "draw for the most is a tie; strength is the mean |preference| of the winning votes and confidence the share "
+    "of the votes that won (the same figure as agreement)",
     "mean": "the mean of the current judgments' preferences (-2 A much better .. +2 B much better): its sign is the "
-    "direction and its magnitude the strength",
+    "direction and its magnitude the strength; confidence is the share of judgments with that sign (as agreement)",
+    "weighted": "Dawid-Skene: each rater's confusion matrix is estimated from all of the campaign's current "
+    "judgments (without gold labels) and each pair's label is its most probable class (an exact draw is a tie); "
+    "confidence is that class's posterior probability and strength the mean |preference| of the judgments with "
+    "that sign, so a reward margin means the same as under majority",
 }
+FIGURES = (
+    "Of exactly the exported rows and the current judgments they were labelled from (flagged raters' left out). "
+    "Alpha and raw agreement count each rater's first judgment of a pair, as `storage.quality.agreement` does; the "
+    "agreement with the consensus, like each row's `agreement`, counts every current judgment."
+)
 DROPPED = {
-    "unlabelled": "pairs with no current judgment (and no prior label used)",
+    "unlabelled": "pairs with no current judgment left (and no prior label used)",
     "both_bad": "pairs a majority of raters flagged as both responses bad",
     "tie": "pairs whose consensus is a tie",
+    "low_agreement": "pairs whose agreement is below min_agreement",
 }
-
-
-def agreement_figures(n_judgments: np.ndarray, agreement: np.ndarray) -> dict[str, float]:
-    """Raw agreement of exported rows, from each row's n_judgments and agreement; more figures can join these."""
-    judged, several = n_judgments > 0, n_judgments >= 2
-    figures = {"rows labelled by judgments": int(judged.sum())}
-    if judged.any():
-        figures["judgments per judged row (mean)"] = round(float(n_judgments[judged].mean()), 3)
-        figures["raw agreement (mean share of a row's judgments that agree with its consensus)"] = round(
-            float(agreement[judged].mean()), 4
-        )
-    if several.any():
-        figures["unanimous share of rows with 2+ judgments"] = round(float((agreement[several] == 1).mean()), 4)
-    return figures
 
 
 def _license(licenses: set[str | None]) -> str:
@@ -69,20 +65,32 @@ def _front_matter(kind: str, counts: dict[str, int], provenance: dict[tuple[str,
 
 
 def _selection(filters: dict[str, Any], dropped: dict[str, int]) -> list[str]:
-    consensus = [
+    explained = [
         f"Consensus policy `{filters['policy']}`: {POLICIES[filters['policy']]}.",
-        "Pairs without judgments take their imported prior label when `use_prior` is on (label_source `prior`).",
+        "A pair's `agreement` is the share of its current judgments whose sign is its consensus direction; pairs "
+        "below `min_agreement` are dropped. Pairs without judgments take their imported prior label when "
+        "`use_prior` is on (label_source `prior`): a prior label has no agreement or confidence figure and is kept "
+        "whatever `min_agreement` is.",
     ] if "policy" in filters else []  # fmt: skip
+    excluded, settings = filters.get("excluded_raters", []), filters.get("flag_settings")
+    if settings:
+        explained.append(
+            f"Flagged raters were left out before consensus: {len(excluded)} flagged by `storage.quality.flags` with "
+            f"the campaign's calibration threshold ({settings['min_calibration_accuracy']:.0%} over a rater's last "
+            f"{settings['calibration_window']} calibration answers) and the default `FlagArguments` otherwise."
+        )
     return [
         "## How the rows were chosen",
         "",
         "Only current versions count: a judgment or demonstration replaced by an edit is left out.",
-        *consensus,
+        *explained,
         "",
-        *(f"- {name}: {value}" for name, value in filters.items()),
+        *(f"- {name}: {value}" for name, value in filters.items() if name not in ("excluded_raters", "flag_settings")),
+        *(f"- excluded rater {r['pseudonym']} ({', '.join(r['reasons'])}): {r['n_judgments']:,} judgments left out"
+          for r in excluded),
         *(f"- dropped, {DROPPED[reason]}: {n:,}" for reason, n in dropped.items()),
         "",
-    ]
+    ]  # fmt: skip
 
 
 def dataset_card(
@@ -92,11 +100,11 @@ def dataset_card(
     counts: dict[str, int],
     filters: dict[str, Any],
     dropped: dict[str, int],
-    figures: dict[str, float],
+    figures: dict[str, Any],
     guideline_versions: list[int],
     provenance: dict[tuple[str, str | None], int],
 ) -> str:
-    """The card's text. ``figures`` names agreement figures (raw agreement now; Krippendorff's alpha can join)."""
+    """The card's text; ``figures`` (``agreement_figures`` and ``calibration_figures``) describe exactly these rows."""
     lines = [
         *_front_matter(kind, counts, provenance),
         f"# {campaign}: {kind} export",
@@ -113,8 +121,9 @@ def dataset_card(
         "and the same data always splits the same way.",
         "",
         *_selection(filters, dropped),
-        "## Agreement",
+        "## Agreement and calibration",
         "",
+        *([FIGURES, ""] if figures else []),
         *([f"- {name}: {value}" for name, value in figures.items()] or ["No agreement figures for these rows."]),
         "",
         "## Guidelines, sources and licenses",

@@ -2,8 +2,11 @@
 
 Formats are TRL's conversational ones (storage.card.FORMATS). Preference rows also carry pair and prompt ids,
 n_judgments, reasonings, rater pseudonyms and guideline versions (lists in judgment-id order), label_source
-("judgments" | "prior"), agreement (share of current judgments whose sign matches the consensus; null for prior
-labels), strength and both_bad (a majority of the judgments flagged both responses bad).
+("judgments" | "prior"), agreement (share of current judgments whose sign matches the consensus), confidence (the
+policy's certainty of the direction: storage.quality.consensus.array_consensus), both null for prior labels,
+strength and both_bad (a majority of the judgments flagged both responses bad). Consensus is
+storage.quality.consensus's; with ``exclude_flagged_raters`` the raters storage.quality.flags flags under the
+campaign's calibration settings are left out before it.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ from huggingface_hub import HfApi
 from sqlalchemy import Engine, Integer, Text, cast, select
 from sqlmodel import Session
 
-from storage.card import agreement_figures, dataset_card
+from storage.card import dataset_card
 from storage.db import write_session
+from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
+from storage.quality.consensus import POLICIES
+from storage.selection import agreement_figures, calibration_figures, flagged_raters_for, pair_labels
 
 log = logging.getLogger(__name__)
 
@@ -61,44 +67,7 @@ class Rows:
     n_train: int
     record: dict[str, Any]  # ExportRecord fields: fingerprints of pairs and labels, raters, guideline versions
     card: dict[str, Any]  # dataset_card arguments: guideline versions, provenance, dropped, figures
-
-
-def majority_consensus(pair_index: np.ndarray, preference: np.ndarray, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair, the direction (-1 A, 0 tie, 1 B) with the most votes by sign, a tie on a draw for the most, and the
-    strength: mean |preference| of the winning votes."""
-    sign = np.sign(preference).astype(np.int64)
-    votes = np.bincount(pair_index * 3 + sign + 1, minlength=3 * n_pairs).reshape(n_pairs, 3)
-    top = votes.max(axis=1)
-    direction = np.where((votes == top[:, None]).sum(axis=1) == 1, votes.argmax(axis=1) - 1, 0)
-    winning = np.bincount(pair_index, weights=np.abs(preference) * (sign == direction[pair_index]), minlength=n_pairs)
-    return direction, winning / np.maximum(top, 1)
-
-
-def mean_consensus(pair_index: np.ndarray, preference: np.ndarray, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the -2..2 preferences: its sign is the direction, its magnitude the strength."""
-    total = np.bincount(pair_index, weights=preference, minlength=n_pairs)
-    mean = total / np.maximum(np.bincount(pair_index, minlength=n_pairs), 1)
-    return np.sign(mean).astype(np.int64), np.abs(mean)
-
-
-CONSENSUS = {"majority": majority_consensus, "mean": mean_consensus}
-
-
-def consensus_labels(judgments: dict, prior: np.ndarray, policy: str, use_prior: bool) -> dict[str, np.ndarray]:
-    """Per pair: direction, strength, n_judgments, agreement, both_bad, from_prior (``prior`` is NaN where unknown)."""
-    index, n = judgments["pair_index"], len(prior)
-    direction, strength = CONSENSUS[policy](index, judgments["preference"], n)
-    n_judgments = np.bincount(index, minlength=n)
-    agrees = np.sign(judgments["preference"]) == direction[index]
-    from_prior = (n_judgments == 0) & ~np.isnan(prior) & use_prior
-    return {
-        "direction": np.where(from_prior, np.sign(np.nan_to_num(prior)), direction).astype(np.int64),
-        "strength": np.where(from_prior, np.abs(prior), strength),
-        "n_judgments": n_judgments,
-        "agreement": np.bincount(index, weights=agrees, minlength=n) / np.maximum(n_judgments, 1),
-        "both_bad": np.bincount(index, weights=judgments["both_bad"], minlength=n) * 2 > n_judgments,
-        "from_prior": from_prior,
-    }
+    filters: dict[str, Any]  # what the selection adds to the record's filters: the raters left out and why
 
 
 def ids_sha256(ids: Any) -> str:
@@ -157,7 +126,7 @@ def _pseudonyms(session: Session, rater_ids: np.ndarray) -> pa.Array:
 
 def _rows(
     table: pa.Table, is_test: np.ndarray, *, pairs=(), judgments=(), demonstrations=(), raters, versions, provenance,
-    **card: Any,
+    filters=None, **card: Any,
 ) -> Rows:  # fmt: skip
     """Rows plus what the record and the card say of them; ``provenance`` is one (source, license) per row."""
     raters, versions = (np.unique(np.asarray(ids, dtype=np.int64)).tolist() for ids in (raters, versions))
@@ -165,7 +134,7 @@ def _rows(
               "demonstration_ids_sha256": ids_sha256(demonstrations), "rater_ids": raters,
               "guideline_versions": versions}  # fmt: skip
     card |= {"guideline_versions": versions, "provenance": dict(Counter(provenance))}
-    return Rows(table=table, n_train=int((~is_test).sum()), record=record, card=card)
+    return Rows(table=table, n_train=int((~is_test).sum()), record=record, card=card, filters=filters or {})
 
 
 def _current_judgments(session: Session, campaign_id: int, pair_ids: np.ndarray) -> dict:
@@ -222,6 +191,7 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
         "guideline_versions": _lists(lengths, pa.array(judgments["guideline_version"][gather])),
         "label_source": pa.array(np.where(labels["from_prior"][kept], "prior", "judgments")),
         "agreement": pa.array(labels["agreement"][kept], mask=labels["from_prior"][kept]),
+        "confidence": pa.array(labels["confidence"][kept], mask=labels["from_prior"][kept]),
         "strength": labels["strength"][kept],
         "both_bad": labels["both_bad"][kept],
     })  # fmt: skip
@@ -229,7 +199,7 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
 
 def preference_rows(
     *, session: Session, campaign_id: int, policy: str, keep_ties: bool, keep_both_bad: bool, use_prior: bool,
-    test_fraction: float,
+    test_fraction: float, min_agreement: float, exclude_flagged_raters: bool,
 ) -> Rows:  # fmt: skip
     """One row per labelled pair, chosen/rejected by the consensus of its current judgments or else its prior."""
     query = select(
@@ -238,22 +208,29 @@ def preference_rows(
     ).join(Prompt, Prompt.id == Pair.prompt_id)  # fmt: skip
     pairs = _read(session, query.where(Pair.campaign_id == campaign_id).order_by(Pair.id))
     judgments = _current_judgments(session, campaign_id, pairs["id"].to_numpy())
+    calibration = calibration_frame_for(session=session, campaign_id=campaign_id)
+    flagged = flagged_raters_for(session=session, campaign_id=campaign_id, calibration=calibration) \
+        if exclude_flagged_raters else {}  # fmt: skip
+    if flagged:  # before consensus: a flagged rater's judgments neither vote nor train Dawid-Skene
+        own = np.isin(judgments["rater_id"], [rater["rater_id"] for rater in flagged["excluded_raters"]])
+        judgments = {name: column if name == "reasoning" else column[~own] for name, column in judgments.items()}
     prior = pairs["prior_preference"].to_numpy().astype(float)  # nulls become NaN
-    labels = consensus_labels(judgments, prior, policy, use_prior)
-    labelled = (labels["n_judgments"] > 0) | labels["from_prior"]
-    bad = labelled & labels["both_bad"] & (not keep_both_bad)
-    tie = labelled & ~bad & (labels["direction"] == 0) & (not keep_ties)
-    keep = labelled & ~bad & ~tie
+    labels, keep, dropped = pair_labels(judgments, prior, policy=policy, use_prior=use_prior, keep_ties=keep_ties,
+                                        keep_both_bad=keep_both_bad, min_agreement=min_agreement)  # fmt: skip
     is_test = in_test_split(pairs["content_hash"].filter(keep).to_pylist(), test_fraction)
     labels["kept"] = kept = np.flatnonzero(keep)[np.argsort(is_test, kind="stable")]
     held = keep[judgments["pair_index"]]
+    raters = judgments["rater_id"][held]
+    figures = agreement_figures(judgments["pair_index"][held], raters, judgments["preference"][held],
+                                labels["n_judgments"][kept], labels["agreement"][kept])  # fmt: skip
+    figures |= calibration_figures(calibration, pair_ids=pairs["id"].to_numpy(), pair_index=judgments["pair_index"],
+                                   rater=judgments["rater_id"], preference=judgments["preference"],
+                                   exported_raters=np.unique(raters))  # fmt: skip
     return _rows(
         _pair_table(session, campaign_id, pairs, labels, judgments), is_test, pairs=pairs["id"].to_numpy()[kept],
-        judgments=judgments["id"][held], raters=judgments["rater_id"][held],
-        versions=judgments["guideline_version"][held],
+        judgments=judgments["id"][held], raters=raters, versions=judgments["guideline_version"][held],
         provenance=zip(pairs["source"].take(kept).to_pylist(), pairs["license"].take(kept).to_pylist(), strict=True),
-        dropped={"unlabelled": int((~labelled).sum()), "both_bad": int(bad.sum()), "tie": int(tie.sum())},
-        figures=agreement_figures(labels["n_judgments"][kept], labels["agreement"][kept]),
+        filters=flagged, dropped=dropped, figures=figures,
     )  # fmt: skip
 
 
@@ -345,13 +322,17 @@ def record_export(*, session: Session, record: ExportRecord, campaign: str, push
     return record
 
 
-def _check_arguments(kind: str, policy: str, keep_ties: bool, test_fraction: float, out_dir: Path) -> None:
+def _check_arguments(kind: str, out_dir: Path, test_fraction: float, options: dict[str, Any]) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if policy not in CONSENSUS:
-        raise ValueError(f"policy must be one of {', '.join(CONSENSUS)}; got {policy!r}")
-    if keep_ties and kind != "reward":
+    if options["policy"] not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {options['policy']!r}")
+    if options["keep_ties"] and kind != "reward":
         raise ValueError(f"keep_ties applies to kind 'reward' only: a tie has no chosen response for a {kind} row")
+    if kind == "sft" and (options["min_agreement"] or options["exclude_flagged_raters"]):
+        raise ValueError("min_agreement and exclude_flagged_raters apply to judgments: kind 'sft' has none")
+    if not 0 <= options["min_agreement"] <= 1:
+        raise ValueError(f"min_agreement must be in [0, 1]; got {options['min_agreement']}")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -374,16 +355,23 @@ def _collect(engine: Engine, campaign: str, kind: str, filters: dict) -> tuple[i
 
 def export_campaign(
     *, engine: Engine, campaign: str, kind: str, out_dir: Path, policy: str = "majority", keep_ties: bool = False,
-    keep_both_bad: bool = False, use_prior: bool = True, test_fraction: float = 0.1, push_to_hub: str | None = None,
+    keep_both_bad: bool = False, use_prior: bool = True, min_agreement: float = 0.0,
+    exclude_flagged_raters: bool = False, test_fraction: float = 0.1, push_to_hub: str | None = None,
     actor_id: int | None = None,
 ) -> ExportResult:  # fmt: skip
-    """Write one campaign as a TRL-ready dataset under ``out_dir`` and record what went into it."""
+    """Write one campaign as a TRL-ready dataset under ``out_dir`` and record what went into it.
+
+    ``policy`` is storage.quality.consensus's (majority, mean or weighted); ``min_agreement`` drops judged pairs
+    whose agreement is below it; ``exclude_flagged_raters`` leaves out, before consensus, the judgments of the raters
+    storage.quality.flags flags under the campaign's calibration threshold and window.
+    """
     out_dir = Path(out_dir)
-    _check_arguments(kind, policy, keep_ties, test_fraction, out_dir)
-    filters = {"test_fraction": test_fraction}
-    if kind != "sft":
-        filters |= {"policy": policy, "keep_ties": keep_ties, "keep_both_bad": keep_both_bad, "use_prior": use_prior}
+    options = {"policy": policy, "keep_ties": keep_ties, "keep_both_bad": keep_both_bad, "use_prior": use_prior,
+               "min_agreement": min_agreement, "exclude_flagged_raters": exclude_flagged_raters}  # fmt: skip
+    _check_arguments(kind, out_dir, test_fraction, options)
+    filters = {"test_fraction": test_fraction} | ({} if kind == "sft" else options)
     campaign_id, rows = _collect(engine, campaign, kind, filters)
+    filters |= rows.filters
     splits = {"train": rows.table.slice(0, rows.n_train), "test": rows.table.slice(rows.n_train)}
     splits = {name: shape_rows(table, kind) for name, table in splits.items()}
     counts = {name: table.num_rows for name, table in splits.items()}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
+
+from storage.quality.raters import rater_table
 
 REASONS = ("low_calibration", "position_bias", "many_ties", "too_fast", "low_competence")
 
@@ -65,3 +69,21 @@ def flag_raters(table: pd.DataFrame, args: FlagArguments | None = None) -> pd.Da
     )
     flags["flagged"] = flags.any(axis=1)
     return flags
+
+
+def campaign_flags(
+    judgments: pd.DataFrame | Mapping[str, Any],
+    calibration: pd.DataFrame | Mapping[str, Any] | None,
+    *,
+    min_calibration_accuracy: float,
+    calibration_window: int,
+) -> pd.DataFrame:
+    """A campaign's rater table joined with its flags, under the campaign's own calibration settings.
+
+    ``judgments`` and ``calibration`` are ``storage.frames.judgment_frame_for`` and ``calibration_frame_for``;
+    ``min_calibration_accuracy`` and ``calibration_window`` are the campaign's ``calibration_threshold`` and
+    ``calibration_window`` (every other threshold is ``FlagArguments``' default). One row per rater; ``flagged``
+    marks the flagged set and the ``REASONS`` columns say why.
+    """
+    table = rater_table(judgments, calibration=calibration, calibration_window=calibration_window)
+    return table.join(flag_raters(table, FlagArguments(min_calibration_accuracy=min_calibration_accuracy)))

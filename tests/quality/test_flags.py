@@ -1,6 +1,6 @@
 import pytest
 
-from storage.quality.flags import REASONS, FlagArguments, flag_raters
+from storage.quality.flags import REASONS, FlagArguments, campaign_flags, flag_raters
 from storage.quality.raters import rater_table
 
 
@@ -56,3 +56,20 @@ def test_few_judgments_flag_nothing_but_calibration(planted):
 def test_bad_thresholds_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         FlagArguments(**changes)
+
+
+def test_campaign_flags_use_the_campaigns_calibration_threshold_and_window(planted):
+    frame, calibration = planted
+    # r3 gets the last 5 of its calibration answers right: the window decides whether the early misses still count.
+    answers = frame.index[(frame["rater"] == "r3") & (frame["item"] < 30)]
+    frame.loc[answers[-5:], "preference"] = 2
+
+    def flagged(threshold: float, window: int) -> set[str]:
+        flags = campaign_flags(frame, calibration, min_calibration_accuracy=threshold, calibration_window=window)
+        return set(flags.index[flags["flagged"]])
+
+    table = campaign_flags(frame, calibration, min_calibration_accuracy=0.7, calibration_window=20)
+    assert set(REASONS) | {"flagged", "calibration_recent_accuracy", "n_judgments"} <= set(table.columns)
+    assert table.loc["r3", "low_calibration"] and table.loc["r0", "position_bias"]
+    assert flagged(0.7, 20) == {"r0", "r1", "r2", "r3", "r6", "r7"}
+    assert "r3" not in flagged(0.7, 5) and "r3" not in flagged(0.0, 20)

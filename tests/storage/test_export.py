@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset, load_from_disk
@@ -11,9 +12,11 @@ from huggingface_hub import DatasetCard
 from sqlmodel import select
 
 from storage.db import write_session
-from storage.export import export_campaign, majority_consensus, mean_consensus
+from storage.export import export_campaign
+from storage.frames import calibration_frame_for, judgment_frame_for
 from storage.models import (
     AuditEvent,
+    CalibrationItem,
     Campaign,
     Demonstration,
     ExportRecord,
@@ -23,11 +26,15 @@ from storage.models import (
     Response,
     User,
 )
+from storage.quality.agreement import campaign_agreement
+from storage.quality.raters import rater_table
+from storage.selection import agreement_figures
 
 KINDS_COLUMNS = {
     "sft": ["messages", "demonstration_id", "prompt_id", "author", "guideline_version", "claims"],
     "preference": ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "n_judgments", "reasonings",
-                   "rater_pseudonyms", "guideline_versions", "label_source", "agreement", "strength", "both_bad"],
+                   "rater_pseudonyms", "guideline_versions", "label_source", "agreement", "confidence", "strength",
+                   "both_bad"],
 }  # fmt: skip
 KINDS_COLUMNS["reward"] = KINDS_COLUMNS["preference"] + ["margin"]
 KINDS_COLUMNS["kto"] = ["prompt", "completion", "label"] + KINDS_COLUMNS["preference"][3:]
@@ -57,8 +64,8 @@ def add_pair(session, campaign, text, votes=(), *, prior=None, **provenance):
     return pair
 
 
-def add_judgment(session, pair, rater, preference, *, both_bad=False, supersedes=None, version=1):
-    judgment = Judgment(pair_id=pair.id, rater_id=rater.id, preference=preference, both_bad=both_bad, left="a",
+def add_judgment(session, pair, rater, preference, *, both_bad=False, supersedes=None, version=1, left="a"):
+    judgment = Judgment(pair_id=pair.id, rater_id=rater.id, preference=preference, both_bad=both_bad, left=left,
                         guideline_version=version, reasoning=f"{rater.username} says {preference}",
                         supersedes_id=supersedes and supersedes.id)  # fmt: skip
     session.add(judgment)
@@ -103,18 +110,6 @@ def by_pair(dataset):
 def case_rows(seeded, dataset):
     names = {pair_id: case for case, pair_id in seeded["pairs"].items()}
     return {names[pair_id]: row for pair_id, row in by_pair(dataset).items()}
-
-
-def test_majority_and_mean_on_hand_built_cases():
-    # pairs: 0 A by votes, 1 a draw between A and B, 2 tie votes win, 3 B, 4 no judgments, 5 a draw between A and tie
-    pairs = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 5, 5])
-    prefs = np.array([-2, -1, 1, 2, -1, 0, 0, 1, 1, 2, 2, -2, -1, 0])
-    direction, strength = majority_consensus(pairs, prefs, 6)
-    assert direction.tolist() == [-1, 0, 0, 1, 0, 0]
-    assert strength.tolist() == pytest.approx([1.5, 0, 0, 5 / 3, 0, 0])
-    direction, strength = mean_consensus(pairs, prefs, 6)
-    assert direction.tolist() == [-1, 1, 1, 1, 0, -1]
-    assert strength.tolist() == pytest.approx([2 / 3, 0.5, 1 / 3, 0.75, 0, 0.5])
 
 
 def test_preference_rows_are_trl_conversational_with_the_consensus_side_chosen(engine, tmp_path, seeded):
@@ -310,8 +305,10 @@ def test_sft_rows_hold_current_demonstrations(engine, tmp_path):
     ("options", "error"),
     [
         ({"kind": "dpo"}, "kind must be one of"),
-        ({"policy": "weighted"}, "policy must be one of"),
+        ({"policy": "vote"}, "policy must be one of"),
         ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\)"),
+        ({"min_agreement": 1.5}, r"min_agreement must be in \[0, 1\]; got 1.5"),
+        ({"kind": "sft", "exclude_flagged_raters": True}, "apply to judgments: kind 'sft' has none"),
         ({"campaign": "nope"}, "no campaign named 'nope'"),
         ({"campaign": "empty"}, "campaign 'empty' has no preference rows"),
     ],
@@ -333,3 +330,155 @@ def test_an_existing_export_is_never_overwritten(engine, tmp_path, seeded):
         export(engine, tmp_path, kind="kto")
     assert sorted(p.name for p in result.out_dir.iterdir()) == ["README.md", "dataset", "jsonl", "parquet"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left behind
+
+
+@pytest.fixture
+def quality(engine):
+    """Campaign "q": reliable raters g0..g2, a rater who always picks the left response and one who fails calibration.
+
+    24 regular pairs where the reliable raters agree with the truth (the guesser judges half of them); 6 calibration
+    pairs (B right) the guesser gets wrong; pair "target", where the two bad raters outvote g0. g1 judged pair p0
+    twice: only the first counts for agreement. Returns the pair ids, rater ids and pseudonyms by name.
+    """
+    with write_session(engine) as s, s.begin():
+        campaign = Campaign(name="q")
+        raters = {name: User(username=name, password_hash="-") for name in ("g0", "g1", "g2", "lefty", "guesser")}
+        s.add_all([campaign, *raters.values()])
+        s.flush()
+        g0, g1, g2, lefty, guesser = raters.values()
+        pairs = {}
+        for i in range(24):
+            pair = pairs[f"p{i}"] = add_pair(s, campaign, f"regular {i}")
+            truth, left = (1 if i % 2 else -1), ("a" if i // 2 % 2 else "b")
+            for rater, preference in ((g0, 2 * truth), (g1, truth), (g2, truth * (1 + i % 3 % 2))):
+                add_judgment(s, pair, rater, preference, left=left)
+            add_judgment(s, pair, lefty, -1 if left == "a" else 1, left=left)
+            if i % 2 == 0:  # 19 judgments in all: too few for any flag but calibration's
+                add_judgment(s, pair, guesser, [-1, 0, 1][i % 3], left=left)
+        add_judgment(s, pairs["p0"], g1, 2, left="b")  # a repeat, not an edit
+        for i in range(6):
+            pair = pairs[f"c{i}"] = add_pair(s, campaign, f"calibration {i}")
+            s.add(CalibrationItem(pair_id=pair.id, expected=2, accepted=[1, 2], kind="safety"))
+            for rater, preference in ((g0, 2), (g1, 1), (g2, 2), (guesser, -1)):
+                add_judgment(s, pair, rater, preference, left="a")
+        pairs["target"] = add_pair(s, campaign, "target", [(g0, -2), (lefty, 1), (guesser, 2)])
+        return {"pairs": {name: pair.id for name, pair in pairs.items()},
+                "raters": {name: rater.id for name, rater in raters.items()},
+                "pseudonyms": {name: rater.pseudonym for name, rater in raters.items()}}  # fmt: skip
+
+
+def q_rows(quality, dataset):
+    names = {pair_id: name for name, pair_id in quality["pairs"].items()}
+    return {names[pair_id]: row for pair_id, row in by_pair(dataset).items()}
+
+
+def test_weighted_policy_trusts_the_reliable_rater_over_two_unreliable_ones(engine, tmp_path, quality):
+    _, majority = export(engine, tmp_path, "majority", campaign="q")
+    result, weighted = export(engine, tmp_path, "weighted", campaign="q", kind="reward", policy="weighted")
+    assert q_rows(quality, majority)["target"]["chosen"][0]["content"] == "target B"
+    target = q_rows(quality, weighted)["target"]
+    assert target["chosen"][0]["content"] == "target A" and target["agreement"] == pytest.approx(1 / 3)
+    assert target["strength"] == target["margin"] == 2 and 0.5 < target["confidence"] < 1
+    for name, row in q_rows(quality, weighted).items():  # elsewhere the reliable raters carry the label
+        side = "B" if name.startswith("c") or (name[0] == "p" and int(name[1:]) % 2) else "A"
+        assert row["chosen"][0]["content"].endswith(side), name
+    with write_session(engine) as s:
+        assert s.get(ExportRecord, result.export_id).filters["policy"] == "weighted"
+    assert "Consensus policy `weighted`: Dawid-Skene" in (result.out_dir / "README.md").read_text()
+
+
+def test_min_agreement_drops_exactly_the_pairs_below_it(engine, tmp_path, seeded):
+    _, everything = export(engine, tmp_path, "all")
+    result, dataset = export(engine, tmp_path, "filtered", min_agreement=0.7)
+    rows = case_rows(seeded, dataset)
+    below = {case for case, row in case_rows(seeded, everything).items() if (row["agreement"] or 1.0) < 0.7}
+    assert below == {"b wins"} and set(rows) == set(case_rows(seeded, everything)) - below
+    assert rows["prior"]["agreement"] is None and rows["prior"]["confidence"] is None  # a prior label is kept
+    card = (result.out_dir / "README.md").read_text()
+    assert "dropped, pairs whose agreement is below min_agreement: 1" in card and "- min_agreement: 0.7" in card
+    _, boundary = export(engine, tmp_path, "boundary", min_agreement=2 / 3)
+    assert "b wins" in case_rows(seeded, boundary)  # agreement 2/3 is not below 2/3
+
+
+def test_exclude_flagged_raters_leaves_their_judgments_out_before_consensus(engine, tmp_path, quality):
+    result, dataset = export(engine, tmp_path, campaign="q", exclude_flagged_raters=True)
+    rows = q_rows(quality, dataset)
+    assert rows["target"]["chosen"][0]["content"] == "target A" and rows["target"]["n_judgments"] == 1
+    pseudonyms, ids = quality["pseudonyms"], quality["raters"]
+    good = {pseudonyms[name] for name in ("g0", "g1", "g2")}
+    assert set().union(*(row["rater_pseudonyms"] for row in rows.values())) == good
+    with write_session(engine) as s:
+        record = s.get(ExportRecord, result.export_id)
+    assert record.rater_ids == sorted(ids[name] for name in ("g0", "g1", "g2"))
+    assert record.filters["excluded_raters"] == [
+        {"rater_id": ids["lefty"], "pseudonym": pseudonyms["lefty"], "reasons": ["position_bias", "low_competence"],
+         "n_judgments": 25},
+        {"rater_id": ids["guesser"], "pseudonym": pseudonyms["guesser"], "reasons": ["low_calibration"],
+         "n_judgments": 19},
+    ]  # fmt: skip
+    assert record.filters["flag_settings"] == {"min_calibration_accuracy": 0.7, "calibration_window": 20}
+    card = (result.out_dir / "README.md").read_text()
+    assert f"excluded rater {pseudonyms['lefty']} (position_bias, low_competence): 25 judgments left out" in card
+    assert f"excluded rater {pseudonyms['guesser']} (low_calibration): 19 judgments left out" in card
+    assert "lefty" not in card and "guesser" not in card  # pseudonyms only, never usernames
+    with write_session(engine) as s, s.begin():
+        s.exec(select(Campaign).where(Campaign.name == "q")).one().calibration_threshold = 0.0
+    result, _ = export(engine, tmp_path, "lenient", campaign="q", exclude_flagged_raters=True)
+    with write_session(engine) as s:
+        excluded = s.get(ExportRecord, result.export_id).filters["excluded_raters"]
+    assert [rater["rater_id"] for rater in excluded] == [ids["lefty"]]  # the campaign's own threshold decides
+
+
+def test_the_card_states_the_quality_engines_figures_for_exactly_the_exported_judgments(engine, tmp_path, quality):
+    result, dataset = export(engine, tmp_path, campaign="q", min_agreement=0.65)
+    exported = sorted(by_pair(dataset))
+    assert quality["pairs"]["p0"] in exported  # holding g1's repeat, of which alpha counts the first judgment
+    with write_session(engine) as s:
+        campaign_id = s.exec(select(Campaign.id).where(Campaign.name == "q")).one()
+        frame = judgment_frame_for(session=s, campaign_id=campaign_id)
+        calibration = calibration_frame_for(session=s, campaign_id=campaign_id)
+    kept = frame[frame["item"].isin(exported)]
+    assert 0 < len(exported) < len(quality["pairs"]) and kept["item"].nunique() == len(exported)
+    agreement = campaign_agreement(kept, n_boot=0)
+    card = (result.out_dir / "README.md").read_text()
+    assert f"- raters whose judgments were exported: {kept['rater'].nunique()}" in card
+    assert f"- pairs judged by two or more raters: {agreement.n_items}" in card
+    assert f"- Krippendorff's alpha, ordinal (-2..2): {round(agreement.alpha_ordinal.value, 4)}" in card
+    assert f"- Krippendorff's alpha, nominal (A / tie / B): {round(agreement.alpha_nominal.value, 4)}" in card
+    assert f"giving one A / tie / B label): {round(agreement.raw_agreement.value, 4)}" in card
+    table = rater_table(frame, calibration=calibration).loc[sorted(kept["rater"].unique())]
+    answers = table["calibration_n"].sum()
+    accuracy = (table["calibration_accuracy"].fillna(0) * table["calibration_n"]).sum() / answers
+    assert f"- calibration accuracy of the exported raters: {accuracy:.1%} over {answers} calibration answers" in card
+
+
+def test_the_card_says_when_agreement_cannot_be_measured(engine, tmp_path):
+    with write_session(engine) as s, s.begin():
+        campaign = Campaign(name="c1")
+        rater = User(username="solo", password_hash="-")
+        s.add_all([campaign, rater])
+        s.flush()
+        add_pair(s, campaign, "judged once", [(rater, 1)])
+        add_pair(s, campaign, "prior only", prior=-1)
+    result, _ = export(engine, tmp_path)
+    card = (result.out_dir / "README.md").read_text()
+    assert "- agreement between raters: cannot be measured: no exported pair was judged by two raters" in card
+    assert "- calibration accuracy of the exported raters: no calibration answers by these raters" in card
+
+
+def test_card_agreement_figures_match_the_quality_engine_on_simulated_judgments():
+    rng = np.random.default_rng(5)
+    item = np.sort(rng.integers(0, 300, 1500))
+    rater, truth = rng.integers(0, 12, 1500), rng.integers(-2, 3, 300)
+    preference = np.where(rng.random(1500) < 0.6, truth[item], rng.integers(-2, 3, 1500))
+    n_judgments = np.bincount(item, minlength=300)
+    figures = agreement_figures(item, rater, preference, n_judgments, np.ones(300))
+    agreement = campaign_agreement(pd.DataFrame({"item": item, "rater": rater, "preference": preference}), n_boot=0)
+    assert figures["pairs judged by two or more raters"] == agreement.n_items
+    assert figures["Krippendorff's alpha, ordinal (-2..2)"] == round(agreement.alpha_ordinal.value, 4)
+    assert figures["Krippendorff's alpha, nominal (A / tie / B)"] == round(agreement.alpha_nominal.value, 4)
+    raw = "raw agreement (share of rater pairs giving one A / tie / B label)"
+    assert (
+        figures[raw] == round(agreement.raw_agreement.value, 4)
+        and figures["raters whose judgments were exported"] == 12
+    )
