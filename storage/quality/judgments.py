@@ -70,7 +70,12 @@ def label_counts(frame: pd.DataFrame, *, column: str = "direction") -> pd.DataFr
     """Items x values of a validated frame: how many raters gave each value to each item."""
     values = DIRECTIONS if column == "direction" else SCALE
     first = first_judgments(frame)
-    return pd.crosstab(first["item"], first[column]).reindex(columns=list(values), fill_value=0)
+    # factorize + bincount: pd.crosstab takes seconds on a million judgments.
+    codes, items = pd.factorize(first["item"], sort=True)
+    value_codes = first[column].to_numpy().astype(np.int64) - values[0]
+    counts = np.bincount(codes * len(values) + value_codes, minlength=len(items) * len(values))
+    index = pd.Index(items, name="item")
+    return pd.DataFrame(counts.reshape(len(items), len(values)), index=index, columns=pd.Index(values, name=column))
 
 
 def majority(counts: np.ndarray) -> np.ndarray:
