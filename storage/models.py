@@ -342,6 +342,25 @@ class ExportRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class TrainingRun(SQLModel, table=True):
+    """One training run, linked to the exports it learned from: lineage from a model back to its judgments."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, sa_column_kwargs={"unique": True})
+    method: str = Field(max_length=16)  # sft | reward | dpo | kto | ...
+    export_ids: list[int] = _json(default_factory=list)  # ExportRecord ids; empty when trained from a dataset name
+    data_source: str = Field(default="", max_length=1024)  # campaign name, dataset folder or datasets name
+    recipe: dict[str, Any] = _json(default_factory=dict)  # the resolved configuration
+    recipe_path: str = Field(default="", max_length=1024)
+    code_version: str = Field(default="", max_length=64)
+    output_path: str = Field(default="", max_length=1024)
+    status: str = Field(default="running", max_length=16)  # running | finished | failed
+    metrics: dict[str, Any] = _json(default_factory=dict)
+    stale: bool = False  # set when data it learned from was erased
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
 class DeletionRequest(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user.id", index=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 06:04:57.884514
+Create Date: 2026-11-21 06:45:45.631623
 """
 
 import sqlalchemy as sa
@@ -38,6 +38,24 @@ def upgrade() -> None:
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name', name='uq_campaign_name')
+    )
+    op.create_table('trainingrun',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('method', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('export_ids', sa.JSON(), nullable=False),
+    sa.Column('data_source', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+    sa.Column('recipe', sa.JSON(), nullable=False),
+    sa.Column('recipe_path', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+    sa.Column('code_version', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('output_path', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('metrics', sa.JSON(), nullable=False),
+    sa.Column('stale', sa.Boolean(), nullable=False),
+    sa.Column('started_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('finished_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
     )
     op.create_table('user',
     sa.Column('username', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -299,5 +317,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_username'))
 
     op.drop_table('user')
+    op.drop_table('trainingrun')
     op.drop_table('campaign')
     # ### end Alembic commands ###

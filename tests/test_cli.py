@@ -1,0 +1,89 @@
+"""The command line end to end, as an engineer uses it: import shared data, judge, report quality, export."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+from sqlmodel import Session, select
+
+from storage.accounts import create_user
+from storage.db import make_engine, write_session
+from storage.models import Assignment, CalibrationItem, Campaign, ExportRecord, Pair, User, UserCreate
+from studio.service import StudioService
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def concord(*args: str, url: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "launch.py", "--database-url", url, *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def judge_as_simulated_raters(url: str, items_each: int) -> None:
+    """Five careful raters (right about 85% of the time) and one who clicks at random; 8 pairs are gold."""
+    engine = make_engine(url)
+    with write_session(engine) as session, session.begin():
+        campaign = session.exec(select(Campaign).where(Campaign.name == "hh")).one()
+        campaign.min_reasoning_chars, campaign.calibration_rate, campaign_id = 10, 0.2, campaign.id
+        for pair in session.exec(select(Pair).order_by(Pair.id.desc()).limit(8)):
+            expected = pair.prior_preference
+            session.add(CalibrationItem(pair_id=pair.id, expected=expected, accepted=[expected, 2 * expected],
+                                        kind="factual_priority"))  # fmt: skip
+        users = [UserCreate(username=f"rater{i}", password="password1") for i in range(6)]
+        raters = [create_user(session=session, user=user).id for user in users]
+    service, rng = StudioService(engine, rng=random.Random(0)), random.Random(1)
+    for _ in range(items_each):
+        for number, rater in enumerate(raters):
+            task = service.next_pair(rater, campaign_id)
+            with Session(engine) as session:
+                truth = session.get(Pair, task.pair_id).prior_preference  # -1: A is the chosen one
+                left = session.get(Assignment, task.assignment_id).left
+            careful = number < 5
+            stored = truth * rng.choice([1, 2]) if careful and rng.random() < 0.85 else rng.choice([-2, -1, 1, 2])
+            choice = stored if (left == "a" or not careful) else -stored
+            service.submit_judgment(rater, task.assignment_id, choice=choice, both_bad=False,
+                                    criteria={"helpfulness": 3, "honesty": 3, "harmlessness": 3},
+                                    reasoning="the chosen reply answers the question", confidence=3,
+                                    time_on_task_s=rng.uniform(20, 60))  # fmt: skip
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_import_judge_report_and_filtered_export(shared_data, tmp_path):
+    url = f"sqlite:///{tmp_path / 'concord.db'}"
+    source = shared_data / "hh-rlhf" / "helpful-online" / "test.jsonl.gz"
+    imported = concord("import", str(source), "--campaign", "hh", url=url)
+    assert imported.returncode != 0 and "--drop-identical" in imported.stderr  # 2 records have identical replies
+    imported = concord("import", str(source), "--campaign", "hh", "--drop-identical", url=url)
+    assert imported.returncode == 0, imported.stderr
+    assert "1135 pairs" in imported.stdout and "2 pairs with identical responses dropped" in imported.stdout
+    judge_as_simulated_raters(url, items_each=30)
+
+    report = concord("quality", "--campaign", "hh", "--json", str(tmp_path / "q.json"),
+                     "--plots", str(tmp_path / "plots"), "--n-boot", "50", url=url)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    figures = json.loads((tmp_path / "q.json").read_text())
+    assert len(figures["raters"]) == 6 and figures["summary"]["n_judgments"] == 180
+    assert 0.2 < figures["agreement"]["alpha_ordinal"]["value"] < 1
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == ["agreement_over_time.png", "calibration_by_kind.png", "position_bias.png"]
+
+    out = tmp_path / "export"
+    options = ["--policy", "weighted", "--min-agreement", "0.6", "--exclude-flagged-raters", "--no-prior"]
+    exported = concord("export", "--campaign", "hh", "--kind", "preference", "--out", str(out), *options, url=url)
+    assert exported.returncode == 0, exported.stderr
+    dataset = load_from_disk(str(out / "dataset"))
+    rows = [*dataset["train"], *dataset["test"]]
+    assert 0 < len(rows) <= 60 and all(row["label_source"] == "judgments" for row in rows)
+    assert all(row["agreement"] >= 0.6 for row in rows)
+    card = (out / "README.md").read_text()
+    assert "weighted" in card and "alpha" in card.lower()
+    with Session(make_engine(url)) as session:
+        record = session.exec(select(ExportRecord)).one()
+        random_clicker = session.exec(select(User).where(User.username == "rater5")).one()
+    assert [rater["rater_id"] for rater in record.filters["excluded_raters"]] == [random_clicker.id]
+    assert random_clicker.pseudonym in card and "rater5" not in card
