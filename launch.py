@@ -1,4 +1,4 @@
-"""Concord's command line: `python launch.py [studio|import|export|quality|user] ...` (no command starts the studio).
+"""Concord's command line: `python launch.py [studio|import|export|quality|user|train] ...` (default: studio).
 
 Each command imports what it needs only when it runs, so starting the studio never loads torch.
 """
@@ -119,6 +119,19 @@ def cmd_user(args) -> None:
     print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
 
 
+def cmd_train(args) -> None:
+    from alignment.runner import train
+
+    if args.database_url:
+        args.overrides += ["--database_url", args.database_url]
+    try:
+        run = train(args.recipe, args.overrides)
+    except (ValueError, FileExistsError) as error:  # RecipeError and NotReady are ValueErrors
+        sys.exit(f"train failed: {error}")
+    headline = {name: value for name, value in run.metrics.items() if name != "eval"}
+    print(f"training run {run.name!r} finished in {run.output_path}: {json.dumps(headline)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="default: $CONCORD_DATABASE_URL or SQLite under ./concord-data/")
@@ -181,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", default="rater", choices=["rater", "lead", "admin"])
     user.add_argument("--domains", default="", help="comma-separated domains the user is qualified in")
     user.set_defaults(func=cmd_user)
+
+    train = commands.add_parser("train", help="train a model from a recipe: recipes/tiny/dpo.yaml --key value ...")
+    train.add_argument("recipe", help="recipe YAML (see recipes/README.md)")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -47,6 +47,17 @@ def _license(licenses: set[str | None]) -> str:
     return next(iter(licenses)).lower() if len(licenses) == 1 and None not in licenses else "other"
 
 
+def export_facts(
+    *, campaign: str, kind: str, counts: dict[str, int], filters: dict[str, Any], dropped: dict[str, int],
+    figures: dict[str, Any], guideline_versions: list[int], provenance: dict[tuple[str, str | None], int],
+) -> dict[str, Any]:  # fmt: skip
+    """What the card states, as ``export.json``: the machine-readable twin that training reads."""
+    sources = [{"source": source, "license": license, "rows": n} for (source, license), n in provenance.items()]
+    return {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, "dropped": dropped,
+            "figures": figures, "guideline_versions": guideline_versions, "sources": sources,
+            "license": _license({license for _, license in provenance})}  # fmt: skip
+
+
 def _front_matter(kind: str, counts: dict[str, int], provenance: dict[tuple[str, str | None], int]) -> list[str]:
     front = {
         "license": _license({license for _, license in provenance}),

@@ -31,7 +31,7 @@ from huggingface_hub import HfApi
 from sqlalchemy import Engine, Integer, Text, cast, select
 from sqlmodel import Session
 
-from storage.card import dataset_card
+from storage.card import dataset_card, export_facts
 from storage.db import write_session
 from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
@@ -287,8 +287,9 @@ def shape_rows(table: pa.Table, kind: str) -> pa.Table:
     return pa.concat_tables(halves).sort_by([("pair_id", "ascending"), ("label", "descending")])
 
 
-def write_files(splits: dict[str, pa.Table], out_dir: Path, card: str) -> DatasetDict:
-    """``dataset/`` (save_to_disk), ``parquet/`` and ``jsonl/`` per split and ``README.md``, moved in at once."""
+def write_files(splits: dict[str, pa.Table], out_dir: Path, card: str, facts: dict[str, Any]) -> DatasetDict:
+    """``dataset/`` (save_to_disk), ``parquet/`` and ``jsonl/`` per split, ``README.md`` and ``export.json``, moved in
+    at once."""
     # A random fingerprint: datasets would otherwise hash every byte of the tables to make one.
     dataset = DatasetDict({name: Dataset(t, fingerprint=generate_random_fingerprint()) for name, t in splits.items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -308,6 +309,7 @@ def write_files(splits: dict[str, pa.Table], out_dir: Path, card: str) -> Datase
             for future in futures:
                 future.result()  # raises what failed in the thread
         (staged / "README.md").write_text(card, encoding="utf-8")
+        (staged / "export.json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
         staged.rename(out_dir)
     return dataset
 
@@ -375,8 +377,8 @@ def export_campaign(
     splits = {"train": rows.table.slice(0, rows.n_train), "test": rows.table.slice(rows.n_train)}
     splits = {name: shape_rows(table, kind) for name, table in splits.items()}
     counts = {name: table.num_rows for name, table in splits.items()}
-    dataset = write_files(splits, out_dir, dataset_card(campaign=campaign, kind=kind, counts=counts, filters=filters,
-                                                       **rows.card))  # fmt: skip
+    described = {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, **rows.card}
+    dataset = write_files(splits, out_dir, dataset_card(**described), export_facts(**described))
     if push_to_hub:  # the splits, then our card in place of the one the Hub generated
         dataset.push_to_hub(push_to_hub)
         HfApi().upload_file(path_or_fileobj=out_dir / "README.md", path_in_repo="README.md", repo_id=push_to_hub,

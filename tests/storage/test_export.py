@@ -328,7 +328,8 @@ def test_an_existing_export_is_never_overwritten(engine, tmp_path, seeded):
     result, _ = export(engine, tmp_path)
     with pytest.raises(FileExistsError, match="already exists and is not an empty folder"):
         export(engine, tmp_path, kind="kto")
-    assert sorted(p.name for p in result.out_dir.iterdir()) == ["README.md", "dataset", "jsonl", "parquet"]
+    files = ["README.md", "dataset", "export.json", "jsonl", "parquet"]
+    assert sorted(p.name for p in result.out_dir.iterdir()) == files
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left behind
 
 
@@ -421,6 +422,8 @@ def test_exclude_flagged_raters_leaves_their_judgments_out_before_consensus(engi
     assert f"excluded rater {pseudonyms['lefty']} (position_bias, low_competence): 25 judgments left out" in card
     assert f"excluded rater {pseudonyms['guesser']} (low_calibration): 19 judgments left out" in card
     assert "lefty" not in card and "guesser" not in card  # pseudonyms only, never usernames
+    facts = json.loads((result.out_dir / "export.json").read_text())  # the card's machine-readable twin
+    assert facts["filters"]["excluded_raters"] == record.filters["excluded_raters"] and "lefty" not in str(facts)
     with write_session(engine) as s, s.begin():
         s.exec(select(Campaign).where(Campaign.name == "q")).one().calibration_threshold = 0.0
     result, _ = export(engine, tmp_path, "lenient", campaign="q", exclude_flagged_raters=True)

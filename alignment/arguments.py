@@ -1,0 +1,73 @@
+"""Where a run's data comes from and when it is ready to train on: the first dataclass TrlParser fills."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("sft", "reward", "dpo", "kto")
+EXPORT_KINDS = {"sft": "sft", "reward": "reward", "dpo": "preference", "kto": "kto"}
+"""The storage.export kind each method trains on."""
+POLICIES = ("majority", "mean", "weighted")
+
+
+@dataclass
+class DataArguments:
+    """The data of one run: a campaign (exported at the start of the run) or an exported folder or a datasets name."""
+
+    method: str = field(default="", metadata={"help": "Training method.", "choices": list(METHODS)})
+    campaign: str | None = field(
+        default=None, metadata={"help": "Campaign to export and train on (exported into <run folder>/data)."}
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Instead of a campaign: a Concord export folder, a save_to_disk folder or a datasets name."},
+    )
+    database_url: str | None = field(
+        default=None, metadata={"help": "Database of the campaign and the run (default: $CONCORD_DATABASE_URL)."}
+    )
+    policy: str = field(
+        default="majority", metadata={"help": "How judgments combine into a label.", "choices": list(POLICIES)}
+    )
+    min_agreement: float = field(
+        default=0.0,
+        metadata={"help": "Drop judged pairs whose share of judgments agreeing with the consensus is lower."},
+    )
+    exclude_flagged_raters: bool = field(
+        default=False, metadata={"help": "Leave out, before consensus, raters flagged by their calibration answers."}
+    )
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts held out in the test split."})
+    min_agreement_alpha: float = field(
+        default=0.6,
+        metadata={
+            "help": "Krippendorff's alpha (nominal, A / tie / B) of the exported rows below which the run stops: "
+            "a model trained on such labels learns the raters' disagreement."
+        },
+    )
+    allow_low_agreement: bool = field(
+        default=False, metadata={"help": "Train even when alpha is below min_agreement_alpha (recorded in the run)."}
+    )
+    output_root: str = field(
+        default="runs",
+        metadata={"help": "Folder under which each run gets <run_name>/ (run_name: TRL's, default <method>-<time>)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if (self.campaign is None) == (self.dataset is None):
+            raise ValueError("set exactly one of campaign and dataset")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
+        if not 0 <= self.min_agreement <= 1:
+            raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1); got {self.test_fraction}")
+        if not -1 <= self.min_agreement_alpha <= 1:
+            raise ValueError(f"min_agreement_alpha must be in [-1, 1]; got {self.min_agreement_alpha}")
+        if self.method == "sft" and (self.min_agreement or self.exclude_flagged_raters):
+            raise ValueError("min_agreement and exclude_flagged_raters apply to judgments: method sft has none")
+
+    @property
+    def export_kind(self) -> str:
+        """The storage.export kind this method trains on."""
+        return EXPORT_KINDS[self.method]

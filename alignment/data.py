@@ -1,0 +1,79 @@
+"""The rows a run trains on: a campaign exported into the run folder, or an exported folder or a datasets name."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import DatasetDict, load_dataset, load_from_disk
+from sqlalchemy import Engine
+
+from alignment.arguments import DataArguments
+from storage.export import export_campaign
+
+log = logging.getLogger(__name__)
+
+COLUMNS = {
+    "sft": ["messages"],
+    "reward": ["prompt", "chosen", "rejected"],
+    "dpo": ["prompt", "chosen", "rejected"],
+    "kto": ["prompt", "completion", "label"],
+}
+"""The columns each method's TRL trainer reads (reward also reads ``margin`` where present)."""
+
+
+@dataclass
+class RunData:
+    dataset: DatasetDict
+    export_ids: list[int]  # ExportRecord ids; empty when the rows come from a folder or a datasets name
+    source: str  # the campaign, folder or name the rows came from
+    facts: dict | None  # the export's export.json (storage.card.export_facts), whose figures readiness reads
+
+
+def _facts(folder: Path) -> dict | None:
+    path = folder / "export.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _from_folder_or_name(name: str) -> tuple[DatasetDict, dict | None]:
+    path = Path(name)
+    if not path.is_dir():
+        return load_dataset(name), None
+    # A Concord export holds dataset/ (save_to_disk) beside export.json; a bare save_to_disk folder is taken as is.
+    folder = path / "dataset" if (path / "dataset").is_dir() else path
+    return load_from_disk(str(folder)), _facts(path)
+
+
+def load_run_data(data_args: DataArguments, *, engine: Engine | None, data_dir: Path) -> RunData:
+    """Export the campaign into ``data_dir`` (one ExportRecord) or load the dataset; fails on rows it cannot use."""
+    if data_args.campaign is not None:
+        result = export_campaign(
+            engine=engine, campaign=data_args.campaign, kind=data_args.export_kind, out_dir=data_dir,
+            policy=data_args.policy, min_agreement=data_args.min_agreement,
+            exclude_flagged_raters=data_args.exclude_flagged_raters, test_fraction=data_args.test_fraction,
+        )  # fmt: skip
+        log.info(result.summary())
+        data = RunData(load_from_disk(str(data_dir / "dataset")), [result.export_id], data_args.campaign,
+                       _facts(data_dir))  # fmt: skip
+    else:
+        dataset, facts = _from_folder_or_name(data_args.dataset)
+        data = RunData(dataset, [], data_args.dataset, facts)
+    _check_columns(data, data_args.method)
+    return data
+
+
+def _check_columns(data: RunData, method: str) -> None:
+    if "train" not in data.dataset or not data.dataset["train"].num_rows:
+        raise ValueError(f"{data.source}: no train rows to train {method} on (splits: {dict(data.dataset.num_rows)})")
+    for split, rows in data.dataset.items():
+        missing = [name for name in COLUMNS[method] if name not in rows.column_names]
+        if missing:
+            raise ValueError(f"{data.source}: split {split!r} lacks column(s) {missing} that {method} trains on")
+
+
+def training_columns(dataset: DatasetDict, method: str) -> DatasetDict:
+    """Only what the trainer reads: the export's lineage columns (lists of reasonings, pseudonyms) stay out of it."""
+    keep = COLUMNS[method] + (["margin"] if method == "reward" and "margin" in dataset["train"].column_names else [])
+    return DatasetDict({split: rows.select_columns(keep) for split, rows in dataset.items()})

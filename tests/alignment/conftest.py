@@ -1,0 +1,78 @@
+"""Tiny random models, a tokenizer trained here from a few sentences, and a seeded campaign: no network."""
+
+import json
+
+import pytest
+from sqlmodel import select
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from storage.db import write_session
+from storage.imports import import_file
+from storage.models import Demonstration, Prompt
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TOPICS = ["rivers", "volcanoes", "bread", "chess", "tides", "owls", "bridges", "comets", "honey", "glaciers",
+          "violins", "deserts", "coral", "kites", "lanterns", "maple trees", "salt", "clocks", "whales",
+          "moss"]  # fmt: skip
+
+
+def _sentences() -> list[str]:
+    return [f"user assistant system Tell me about {t}. {t.capitalize()} are interesting and useful." for t in TOPICS]
+
+
+def _tokenizer(**special) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<|im_start|>", "<|im_end|>", "[SEP]"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tokenizer.train_from_iterator(_sentences(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", **special)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> str:
+    """A 2-layer Llama (hidden 32) and a ChatML tokenizer without generation markers, saved to a folder."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = _tokenizer(eos_token="<|im_end|>", chat_template=CHATML)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A 2-layer BERT (hidden 32) whose tokenizer, like all-MiniLM's, has SEP but no EOS and no chat template."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = _tokenizer(sep_token="[SEP]")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def seed_campaign(engine, tmp_path, name: str = "tiny", n: int = 20) -> str:
+    """A campaign of ``n`` TRL-format pairs with prior labels (chosen = A) and one demonstration per prompt."""
+    path = tmp_path / f"{name}.jsonl"
+    records = [{"prompt": [{"role": "user", "content": f"Tell me about {t}."}],
+                "chosen": [{"role": "assistant", "content": f"{t.capitalize()} are interesting and useful."}],
+                "rejected": [{"role": "assistant", "content": f"I do not know about {t}."}]}
+               for t in TOPICS[:n]]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    import_file(path, engine=engine, campaign=name, fmt="trl", license="MIT")
+    with write_session(engine) as session, session.begin():
+        for prompt in session.exec(select(Prompt)).all():
+            topic = prompt.messages[0]["content"].removeprefix("Tell me about ").rstrip(".")
+            text = f"{topic.capitalize()} are interesting and useful."
+            session.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": text}],
+                                      source="test", license="MIT"))  # fmt: skip
+    return name
