@@ -139,6 +139,22 @@ class CampaignCreate(CampaignBase):
     pass
 
 
+class CampaignUpdate(SQLModel):
+    """The fields a lead may change; those left None stay as they are."""
+
+    guidelines: str | None = None
+    rubric: list[str] | None = None
+    overlap_k: int | None = Field(default=None, ge=1, le=50)
+    calibration_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    calibration_mode: CalibrationMode | None = None
+    min_reasoning_chars: int | None = Field(default=None, ge=0)
+    domains: list[str] | None = None
+    consent_text: str | None = None
+    calibration_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    calibration_window: int | None = Field(default=None, ge=1)
+    probation: bool | None = None
+
+
 class Campaign(CampaignBase, table=True):
     __table_args__ = (UniqueConstraint("name", name="uq_campaign_name"),)
     id: int | None = Field(default=None, primary_key=True)

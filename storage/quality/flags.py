@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from scipy.stats import binom
 
 from storage.quality.raters import rater_table
 
@@ -18,8 +19,13 @@ class FlagArguments:
     """Thresholds for flagging raters."""
 
     min_calibration_accuracy: float = field(
-        default=0.7, metadata={"help": "Flag below this accuracy over the rater's recent calibration answers."}
+        default=0.7, metadata={"help": "Flag when recent calibration accuracy is significantly below this."}
     )
+    calibration_p: float = field(
+        default=0.05,
+        metadata={"help": "One-sided binomial p-value below which recent calibration accuracy is taken to be under "
+                  "min_calibration_accuracy (a raw cut-off flags careful raters for sampling noise)."},
+    )  # fmt: skip
     min_calibration_items: int = field(
         default=5, metadata={"help": "Calibration answers a rater needs before their accuracy can flag them."}
     )
@@ -33,14 +39,15 @@ class FlagArguments:
         default=0.25, metadata={"help": "Flag raters whose median time is below this fraction of the campaign median."}
     )
     min_reliability: float = field(
-        default=0.5, metadata={"help": "Flag raters whose Dawid-Skene reliability is below this."}
+        default=0.55, metadata={"help": "Flag raters whose Dawid-Skene reliability is below this (0.5 is chance)."}
     )
     min_judgments: int = field(
         default=20, metadata={"help": "Judgments a rater needs before tie rate, speed or competence can flag them."}
     )
 
     def __post_init__(self):
-        for name in ("min_calibration_accuracy", "position_p", "max_tie_rate", "too_fast_fraction", "min_reliability"):
+        unit = ("min_calibration_accuracy", "calibration_p", "position_p", "max_tie_rate", "too_fast_fraction")
+        for name in (*unit, "min_reliability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.left_rate_low <= self.left_rate_high <= 1:
@@ -51,6 +58,13 @@ class FlagArguments:
             raise ValueError("min_calibration_items and min_judgments must be at least 1")
 
 
+def _calibration_p(table: pd.DataFrame, threshold: float) -> pd.Series:
+    """P(this many or fewer right | true accuracy = threshold) over each rater's recent calibration answers."""
+    answered = table["calibration_recent_n"].fillna(0)
+    correct = (table["calibration_recent_accuracy"].fillna(0) * answered).round()
+    return pd.Series(binom.cdf(correct, answered, threshold), index=table.index).where(answered > 0, 1.0)
+
+
 def flag_raters(table: pd.DataFrame, args: FlagArguments | None = None) -> pd.DataFrame:
     """One boolean column per reason in ``REASONS``, and ``flagged`` when any holds; rows follow ``table``."""
     args = args or FlagArguments()
@@ -58,7 +72,7 @@ def flag_raters(table: pd.DataFrame, args: FlagArguments | None = None) -> pd.Da
     flags = pd.DataFrame(
         {
             "low_calibration": (table["calibration_n"] >= args.min_calibration_items)
-            & (table["calibration_recent_accuracy"] < args.min_calibration_accuracy),
+            & (_calibration_p(table, args.min_calibration_accuracy) < args.calibration_p),
             "position_bias": (table["position_p"] < args.position_p)
             & ~table["left_rate"].between(args.left_rate_low, args.left_rate_high),
             "many_ties": enough & (table["tie_rate"] > args.max_tie_rate),

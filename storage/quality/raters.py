@@ -101,11 +101,13 @@ def _calibration(frame: pd.DataFrame, calibration: pd.DataFrame, window: int) ->
     correct = [preference in set(ok) for preference, ok in zip(answers["preference"], accepted, strict=True)]
     answers = answers.assign(correct=np.asarray(correct, dtype=float), kind=answers["item"].map(calibration["kind"]))
     rater = answers.groupby("rater")["correct"]
+    recent = answers.groupby("rater").tail(window)
     table = pd.DataFrame(
         {
             "calibration_n": rater.size(),
             "calibration_accuracy": rater.mean(),
-            "calibration_recent_accuracy": answers.groupby("rater").tail(window).groupby("rater")["correct"].mean(),
+            "calibration_recent_accuracy": recent.groupby("rater")["correct"].mean(),
+            "calibration_recent_n": recent.groupby("rater").size(),
         }
     )
     by_kind = answers.pivot_table(index="rater", columns="kind", values="correct", aggfunc="mean")
@@ -122,14 +124,18 @@ def rater_table(
     if calibration_window < 1:
         raise ValueError(f"calibration_window must be at least 1, got {calibration_window}")
     frame = judgment_frame(data, columns=COLUMNS)
+    gold = calibration_frame(calibration)
+    regular = frame[~frame["item"].isin(gold.index)]
     parts = [
         _behaviour(frame),
         _peer_agreement(frame),
         _consistency(frame),
         _speed(frame),
         _reasoning(frame),
-        _calibration(frame, calibration_frame(calibration), calibration_window),
-        dawid_skene(frame).reliability,
+        _calibration(frame, gold, calibration_window),
+        # Regular items only: on gold items every rater answers, so raters sharing one shortcut (say, the longer
+        # response) vouch for each other there; gold answers are scored against the truth above instead.
+        dawid_skene(regular if len(regular) else frame).reliability,
     ]
     table = pd.concat(parts, axis=1)
     table["calibration_n"] = table["calibration_n"].fillna(0).astype(int)
