@@ -1,0 +1,81 @@
+"""Database -> pandas DataFrames for the quality engine, read in bulk with Core selects (no ORM row objects).
+
+``judgment_frame_for`` and ``calibration_frame_for`` give the tables ``storage.quality`` works on; the export and
+the studio use them too. ``quality_report`` is the whole ``launch.py quality`` command minus printing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, exists, select
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from storage.models import CalibrationItem, Campaign, Judgment, Pair, User
+
+JUDGMENT_COLUMNS = (
+    "item", "rater", "preference", "both_bad", "left", "time_on_task_s", "reasoning",
+    "server_time", "judgment_id", "pseudonym",
+)  # fmt: skip
+
+
+def judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
+    """The campaign's current judgments (none that a later row supersedes), one per row, in server_time order."""
+    later = aliased(Judgment)
+    query = (
+        select(
+            Judgment.pair_id.label("item"), Judgment.rater_id.label("rater"), Judgment.preference, Judgment.both_bad,
+            Judgment.left, Judgment.time_on_task_s, Judgment.reasoning, Judgment.server_time,
+            Judgment.id.label("judgment_id"), User.pseudonym,
+        )
+        .join(Pair, Pair.id == Judgment.pair_id)
+        .join(User, User.id == Judgment.rater_id)
+        .where(Pair.campaign_id == campaign_id, ~exists().where(later.supersedes_id == Judgment.id))
+        .order_by(Judgment.server_time, Judgment.id)
+    )  # fmt: skip
+    frame = pd.read_sql(query, session.connection())
+    # An empty result carries no types; give it the ones a filled one has, so callers need no special case.
+    return frame.astype({"both_bad": bool, "time_on_task_s": float, "server_time": "datetime64[us, UTC]"})
+
+
+def calibration_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
+    """The campaign's calibration items: ``item`` (pair id), ``accepted`` (sorted, expected included), ``kind``."""
+    query = (
+        select(CalibrationItem.pair_id.label("item"), CalibrationItem.expected, CalibrationItem.accepted,
+               CalibrationItem.kind)
+        .join(Pair, Pair.id == CalibrationItem.pair_id)
+        .where(Pair.campaign_id == campaign_id)
+        .order_by(CalibrationItem.pair_id)
+    )  # fmt: skip
+    frame = pd.read_sql(query, session.connection())
+    accepted = [
+        sorted({expected, *others}) for expected, others in zip(frame["expected"], frame["accepted"], strict=True)
+    ]
+    return frame.assign(accepted=pd.Series(accepted, index=frame.index, dtype=object))[["item", "accepted", "kind"]]
+
+
+def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict[str, Any]:
+    """The quality report (``storage.quality.report.build_report``) of the campaign named ``campaign``.
+
+    Raters are flagged under the campaign's own calibration threshold and window, as the export excludes them.
+    """
+    # Imported here: the export and the studio read frames without loading the statistics libraries.
+    from storage.quality.flags import FlagArguments
+    from storage.quality.report import build_report
+
+    columns = Campaign.id, Campaign.calibration_threshold, Campaign.calibration_window
+    with Session(engine) as session:
+        found = session.execute(select(*columns).where(Campaign.name == campaign)).one_or_none()
+        if found is None:
+            raise ValueError(f"no campaign named {campaign!r}")
+        judgments = judgment_frame_for(session=session, campaign_id=found.id)
+        calibration = calibration_frame_for(session=session, campaign_id=found.id)
+    if judgments.empty:
+        raise ValueError(f"campaign {campaign!r} has no judgments yet: nothing to report")
+    flag_args = FlagArguments(min_calibration_accuracy=found.calibration_threshold)
+    report = build_report(
+        judgments, calibration, flag_args=flag_args, calibration_window=found.calibration_window, n_boot=n_boot
+    )
+    return {"campaign": campaign, **report}

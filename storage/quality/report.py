@@ -1,0 +1,396 @@
+"""The campaign quality report: every metric of the quality engine in one JSON-ready dict, as tables and as plots.
+
+``build_report`` takes the judgment and calibration frames of ``storage.frames`` (plain DataFrames: this module
+never touches the database). Agreement, agreement over time and the disagreements list use the regular items
+only: calibration items are judged by many raters against a known answer and would outweigh the campaign's own.
+Per-rater figures use every judgment, calibration answers included.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from statsmodels.stats.proportion import proportion_confint
+
+from storage.quality.agreement import campaign_agreement
+from storage.quality.consensus import item_consensus
+from storage.quality.flags import REASONS, FlagArguments, flag_raters
+from storage.quality.judgments import COLUMNS, first_judgments, judgment_frame
+from storage.quality.raters import calibration_frame, rater_table
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = (*COLUMNS, "server_time", "pseudonym")
+CHUNK_ITEMS = 50  # fewest items per agreement-over-time point: fewer leave alpha's interval too wide to read
+MAX_CHUNKS = 12
+N_DISAGREEMENTS = 20
+STATISTICS = ("alpha_ordinal", "alpha_nominal", "fleiss_kappa", "raw_agreement")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN and <NA> to None, times to ISO 8601."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+def _estimates(agreement) -> dict[str, dict[str, float]]:
+    return {name: asdict(getattr(agreement, name)) for name in STATISTICS}
+
+
+def _summary(frame: pd.DataFrame, table: pd.DataFrame, kinds: pd.Series, consensus) -> dict[str, Any]:
+    n_decided = int(table["n_decided"].sum())
+    n_left = int(round((table["left_rate"] * table["n_decided"]).sum()))
+    repeated = table["n_repeated"].sum()
+    text = frame["reasoning"].str.strip()
+    return {
+        "n_judgments": len(frame),
+        "n_items": frame["item"].nunique(),
+        "n_raters": len(table),
+        "n_calibration_judgments": int(frame["item"].isin(kinds.index).sum()),
+        "first_judgment": frame["server_time"].min(),
+        "last_judgment": frame["server_time"].max(),
+        "tie_rate": (frame["preference"] == 0).mean(),
+        "both_bad_rate": frame["both_bad"].mean(),
+        "left_rate": n_left / n_decided if n_decided else math.nan,
+        "position_p": binomtest(n_left, n_decided).pvalue if n_decided else math.nan,
+        "median_time_s": frame["time_on_task_s"].median(),
+        "n_repeated": int(repeated),
+        "consistency": (table["consistency"] * table["n_repeated"]).sum() / repeated if repeated else math.nan,
+        "median_reasoning_chars": text.str.len().median(),
+        "duplicate_reasoning_rate": text[text != ""].duplicated(keep=False).mean(),
+        # Dawid-Skene's estimate of how the regular items' true labels split between A, tie and B.
+        "class_shares": consensus[["p_a", "p_tie", "p_b"]].mean().set_axis(["a", "tie", "b"]).to_dict(),
+    }
+
+
+def _over_time(frame: pd.DataFrame, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Alpha over chunks of items taken in the order they got their last judgment, each item with all its raters."""
+    done = first_judgments(frame).groupby("item")["server_time"].agg(["max", "size"])
+    done = done[done["size"] >= 2].sort_values("max")
+    chunks = np.array_split(done.index.to_numpy(), min(MAX_CHUNKS, max(1, len(done) // CHUNK_ITEMS)))
+    points = []
+    for items in chunks if len(done) else []:
+        # Pairwise Cohen's kappa is not reported per chunk: a min_shared above any count skips it.
+        agreement = campaign_agreement(frame[frame["item"].isin(items)], n_boot=n_boot, seed=seed, min_shared=10**9)
+        times = done.loc[items, "max"]
+        estimates = _estimates(agreement)
+        alphas = {name: estimates[name] for name in ("alpha_ordinal", "alpha_nominal")}
+        points.append({"start": times.min(), "end": times.max(), "n_items": len(items), **alphas})
+    return points
+
+
+def _raters(frame: pd.DataFrame, table: pd.DataFrame, flags: pd.DataFrame, cohen: pd.DataFrame, kinds) -> list:
+    answers = frame[frame["item"].isin(kinds.index)]
+    kind_n = pd.crosstab(answers["rater"], answers["item"].map(kinds))
+    n_left = (table["left_rate"] * table["n_decided"]).round().fillna(0).astype(int)
+    decided = table["n_decided"].where(table["n_decided"] > 0)
+    low, high = proportion_confint(n_left, decided, method="beta")  # Clopper-Pearson, like the binomial test
+    pseudonyms = frame.groupby("rater")["pseudonym"].first()
+    rows = []
+    for rater, row in table.to_dict("index").items():
+        by_kind = {
+            kind: {"accuracy": row.get(f"calibration_{kind}", math.nan), "n": kind_n.get(kind, {}).get(rater, 0)}
+            for kind in sorted(set(kinds))
+        }
+        general = {key: value for key, value in row.items() if key not in {f"calibration_{k}" for k in by_kind}}
+        rows.append(
+            {
+                "rater": rater,
+                "pseudonym": pseudonyms[rater],
+                **general,
+                "left_rate_ci": [low[rater], high[rater]],
+                "calibration_by_kind": by_kind,
+                "mean_cohen_kappa": cohen[rater].mean() if rater in cohen else math.nan,
+                "flags": [reason for reason in REASONS if flags.at[rater, reason]],
+            }
+        )
+    # Flagged raters first, the least reliable first among them: what a lead reads first is what needs a look.
+    return sorted(rows, key=lambda r: (not r["flags"], r["reliability"]))
+
+
+_REASONS = {
+    "low_calibration": lambda r, a: (
+        f"calibration accuracy {r['calibration_recent_accuracy']:.0%} over the last {r['calibration_recent_n']:.0f} "
+        f"answers, below {a.min_calibration_accuracy:.0%} (binomial p < {a.calibration_p:g})"
+    ),
+    "position_bias": lambda r, a: (
+        f"chose the left response in {r['left_rate']:.0%} of {r['n_decided']:.0f} "
+        f"decided judgments (binomial p={r['position_p']:.2g})"
+    ),
+    "many_ties": lambda r, a: f"called {r['tie_rate']:.0%} of judgments a tie (above {a.max_tie_rate:.0%})",
+    "too_fast": lambda r, a: (
+        f"median {r['median_time_s']:.0f} s per judgment, {r['time_ratio']:.0%} of the "
+        f"campaign median (below {a.too_fast_fraction:.0%})"
+    ),
+    "low_competence": lambda r, a: f"Dawid-Skene reliability {r['reliability']:.3f} (below {a.min_reliability:g})",
+}
+
+
+def _disagreements(frame: pd.DataFrame, consensus: pd.DataFrame) -> list[dict[str, Any]]:
+    """The regular items with the lowest agreement (the widest spread of preferences first on a tie), with votes."""
+    first = first_judgments(frame)
+    spread = first.groupby("item")["preference"].std().rename("spread")
+    shared = consensus[consensus["n_raters"] >= 2].join(spread).reset_index()
+    order = ["agreement", "spread", "n_raters", "item"]
+    worst = shared.sort_values(order, ascending=[True, False, False, True]).head(N_DISAGREEMENTS)
+    votes = first[first["item"].isin(worst["item"])].groupby("item")[["pseudonym", "preference"]]
+    votes = votes.apply(lambda rows: dict(zip(rows["pseudonym"], rows["preference"], strict=True)))
+    columns = ["item", "n_raters", "agreement", "majority", "weighted", "mean_preference"]
+    return [{**row, "votes": votes[row["item"]]} for row in worst[columns].to_dict("records")]
+
+
+def build_report(
+    judgments: pd.DataFrame,
+    calibration: pd.DataFrame | None,
+    *,
+    flag_args: FlagArguments | None = None,
+    calibration_window: int = 20,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The quality report of one campaign's judgments (``storage.frames.judgment_frame_for``), JSON-ready.
+
+    ``calibration_window``: calibration accuracy is judged over each rater's last this many calibration answers.
+
+    Sections: ``summary`` (counts, tie/both-bad rates, campaign position bias, time, consistency, reasoning,
+    Dawid-Skene class shares), ``agreement`` (alpha ordinal/nominal, Fleiss' kappa, raw agreement, each
+    ``{value, low, high}``), ``agreement_over_time`` (alpha per chunk of items), ``raters`` (one dict per rater,
+    flagged first: the ``rater_table`` columns, ``left_rate_ci``, ``calibration_by_kind`` ``{kind: {accuracy, n}}``,
+    ``mean_cohen_kappa``, ``flags``), ``disagreements`` (lowest-agreement pairs with votes by pseudonym),
+    ``thresholds`` (flag arguments, calibration window), ``flags`` (flagged raters, readable reasons). NaN is None.
+    """
+    args = flag_args or FlagArguments()
+    frame = judgment_frame(judgments, columns=COLUMNS)
+    if missing := [name for name in REPORT_COLUMNS if name not in frame.columns]:
+        raise ValueError(f"judgments: missing column(s) {', '.join(missing)}; expected {', '.join(REPORT_COLUMNS)}")
+    if frame.empty:
+        raise ValueError("judgments: no rows, nothing to report on")
+    kinds = calibration_frame(calibration)["kind"]
+    table = rater_table(frame, calibration=calibration, calibration_window=calibration_window)
+    flags = flag_raters(table, args)
+    regular = frame[~frame["item"].isin(kinds.index)]
+    agreement = campaign_agreement(regular, n_boot=n_boot, seed=seed)
+    consensus = item_consensus(regular)
+    counts = {"n_items": agreement.n_items, "fleiss_raters": agreement.fleiss_raters}
+    report = {
+        "summary": _summary(frame, table, kinds, consensus),
+        "agreement": {**_estimates(agreement), **counts, "fleiss_items": agreement.fleiss_items, "n_boot": n_boot},
+        "agreement_over_time": _over_time(regular, n_boot, seed),
+        "raters": _raters(frame, table, flags, agreement.cohen, kinds),
+        "disagreements": _disagreements(regular, consensus),
+        "thresholds": {**asdict(args), "calibration_window": calibration_window},
+    }
+    report["flags"] = [
+        {"rater": r["rater"], "pseudonym": r["pseudonym"], "reasons": [_REASONS[f](r, args) for f in r["flags"]]}
+        for r in report["raters"]
+        if r["flags"]
+    ]
+    return _plain(report)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _direction(value: int | None) -> str:
+    return {-1: "A", 0: "tie", 1: "B"}.get(value, "-")
+
+
+def _interval(estimate: dict[str, float | None]) -> str:
+    if estimate["low"] is None:
+        return _num(estimate["value"])
+    return f"{_num(estimate['value'])} [{_num(estimate['low'])}, {_num(estimate['high'])}]"
+
+
+def _render_campaign(report: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    s, agreement = report["summary"], report["agreement"]
+    summary = Table("judgments", "items", "raters", "calibration", "ties", "both bad", "left (p)", "median time",
+                    "consistency", "reasoning", title="Campaign")  # fmt: skip
+    summary.add_row(
+        str(s["n_judgments"]), str(s["n_items"]), str(s["n_raters"]), str(s["n_calibration_judgments"]),
+        _pct(s["tie_rate"]), _pct(s["both_bad_rate"]), f"{_pct(s['left_rate'])} ({_num(s['position_p'], '.2g')})",
+        f"{_num(s['median_time_s'], '.0f')} s", f"{_pct(s['consistency'])} of {s['n_repeated']} repeats",
+        f"{_num(s['median_reasoning_chars'], '.0f')} chars, {_pct(s['duplicate_reasoning_rate'])} copied",
+    )  # fmt: skip
+    console.print(summary)
+    caption = (
+        f"{agreement['n_items']} regular items judged by 2+ raters; Fleiss' kappa over the {agreement['fleiss_items']}"
+        f" judged by {agreement['fleiss_raters']}; {agreement['n_boot']} bootstrap replicates"
+    )
+    table = Table("statistic", "value [95% CI]", title="Agreement", caption=caption)
+    for name in STATISTICS:
+        table.add_row(name.replace("_", " "), _interval(agreement[name]))
+    console.print(table)
+    over_time = Table("last judgment", "items", "alpha ordinal [95% CI]", "alpha nominal", title="Agreement over time")
+    for point in report["agreement_over_time"]:
+        over_time.add_row(point["end"][:16], str(point["n_items"]), _interval(point["alpha_ordinal"]),
+                          _interval(point["alpha_nominal"]))  # fmt: skip
+    console.print(over_time)
+
+
+RATER_CAPTION = (
+    "calibration: accuracy (over the recent window) /answers, overall then by kind; left: share of decided judgments "
+    "choosing the left response (binomial p); copied: share of reasonings that appear verbatim in another judgment; "
+    "peer agr.: agreement with the other raters' majority; kappa: mean pairwise Cohen's kappa; reliab.: Dawid-Skene"
+)
+
+
+def _render_raters(report: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    kinds = sorted(report["raters"][0]["calibration_by_kind"]) if report["raters"] else []
+    columns = ("left (p)", "ties", "both bad", "consist.", "median s", "reasoning", "copied", "peer agr.", "kappa")
+    table = Table(
+        "rater", "judg.", "calib. (recent)", *kinds, *columns, "reliab.", title="Raters", caption=RATER_CAPTION
+    )
+    for r in report["raters"]:
+        by_kind = [
+            f"{_pct(r['calibration_by_kind'][k]['accuracy'])} /{r['calibration_by_kind'][k]['n']}" for k in kinds
+        ]
+        table.add_row(
+            r["pseudonym"], str(r["n_judgments"]),
+            f"{_pct(r['calibration_accuracy'])} ({_pct(r['calibration_recent_accuracy'])}) /{r['calibration_n']}",
+            *by_kind, f"{_pct(r['left_rate'])} ({_num(r['position_p'], '.2g')})", _pct(r["tie_rate"]),
+            _pct(r["both_bad_rate"]), _pct(r["consistency"]), _num(r["median_time_s"], ".0f"),
+            _num(r["median_reasoning_chars"], ".0f"), _pct(r["duplicate_reasoning_rate"]), _pct(r["peer_agreement"]),
+            _num(r["mean_cohen_kappa"]), _num(r["reliability"]), style="red" if r["flags"] else None,
+        )  # fmt: skip
+    console.print(table)
+    flags = Table("rater", "why", title="Flagged raters")
+    for flag in report["flags"]:
+        flags.add_row(flag["pseudonym"], "\n".join(flag["reasons"]), style="red")
+    console.print(flags if report["flags"] else "No rater flagged.")
+    worst = Table("pair", "raters", "agreement", "majority", "weighted", "votes", title="Lowest-agreement pairs",
+                  caption="votes on the scale -2 (A much better) .. +2 (B much better)")  # fmt: skip
+    for d in report["disagreements"]:
+        votes = ", ".join(f"{who} {vote:+d}" for who, vote in d["votes"].items())
+        worst.add_row(str(d["item"]), str(d["n_raters"]), _pct(d["agreement"]), _direction(d["majority"]),
+                      _direction(d["weighted"]), votes)  # fmt: skip
+    console.print(worst)
+
+
+def render_report(report: dict[str, Any], console) -> None:
+    """Print a report from ``build_report`` on a rich ``Console`` as tables, flagged raters in red."""
+    console.rule(f"Quality report {report.get('campaign', '')}".strip())
+    _render_campaign(report, console)
+    _render_raters(report, console)
+
+
+def _plot_over_time(report: dict[str, Any], figure) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    points = report["agreement_over_time"]
+    ends = pd.to_datetime([point["end"] for point in points])
+    figure.set_size_inches(8, 4.5)
+    ax = figure.subplots()
+    lowest = 0.0
+    for name, colour in (("alpha_ordinal", "tab:blue"), ("alpha_nominal", "tab:orange")):
+        value, low, high = (np.array([p[name][key] for p in points], dtype=float) for key in ("value", "low", "high"))
+        ax.plot(ends, value, "o-", color=colour, label=name.replace("_", " ") + " (95% CI)")
+        ax.fill_between(ends, low, high, color=colour, alpha=0.15, linewidth=0)
+        lowest = np.nanmin([lowest, *low, *value])
+    # Krippendorff's guide: 0.8 to rely on the data, 0.667 for tentative conclusions.
+    for level, text in ((0.8, "reliable"), (0.667, "tentative")):
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(text, (1, level), xycoords=("axes fraction", "data"), ha="right", va="bottom", color="grey")
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(AutoDateLocator()))
+    ax.set(ylim=(lowest - 0.05, 1), ylabel="Krippendorff's alpha", title="Agreement over time",
+           xlabel=f"time of the last judgment in each chunk of about {points[0]['n_items']} pairs")  # fmt: skip
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+
+
+def _plot_calibration(report: dict[str, Any], figure) -> None:
+    from matplotlib import colormaps
+
+    raters = report["raters"]
+    kinds = sorted(raters[0]["calibration_by_kind"])
+    cells = [[(r["calibration_accuracy"], r["calibration_n"])] for r in raters]
+    for row, r in zip(cells, raters, strict=True):
+        row += [(r["calibration_by_kind"][k]["accuracy"], r["calibration_by_kind"][k]["n"]) for k in kinds]
+    accuracy = np.array([[value for value, _ in row] for row in cells], dtype=float)  # None -> NaN
+    figure.set_size_inches(3 + 1.2 * (len(kinds) + 1), 1.8 + 0.45 * len(raters))
+    ax = figure.subplots()
+    cmap = colormaps["RdYlGn"].with_extremes(bad="lightgrey")  # grey: no calibration answer of that kind
+    image = ax.imshow(accuracy, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for (y, x), value in np.ndenumerate(accuracy):
+        ax.text(x, y, "-" if np.isnan(value) else f"{value:.0%}\nn={cells[y][x][1]}", ha="center", va="center",
+                fontsize=8)  # fmt: skip
+    ax.set_xticks(range(len(kinds) + 1), ["all"] + [k.replace("_", "\n") for k in kinds])
+    ax.set_yticks(range(len(raters)), [r["pseudonym"] for r in raters])
+    for label, r in zip(ax.get_yticklabels(), raters, strict=True):
+        label.set_color("tab:red" if "low_calibration" in r["flags"] else "black")
+    ax.xaxis.tick_top()
+    ax.set_title("Calibration accuracy by kind (red: flagged for low calibration)")
+    figure.colorbar(image, ax=ax, format="{x:.0%}", label="accuracy")
+
+
+def _plot_position(report: dict[str, Any], figure) -> None:
+    raters, thresholds = report["raters"], report["thresholds"]
+    y = np.arange(len(raters))
+    rate = np.array([r["left_rate"] for r in raters], dtype=float)
+    low, high = np.array([r["left_rate_ci"] for r in raters], dtype=float).T
+    biased = np.array(["position_bias" in r["flags"] for r in raters])
+    figure.set_size_inches(8, 1.8 + 0.3 * len(raters))
+    ax = figure.subplots()
+    ax.axvspan(thresholds["left_rate_low"], thresholds["left_rate_high"], color="tab:green", alpha=0.12,
+               label="accepted range")  # fmt: skip
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    groups = ((~biased, "tab:blue", "rater (95% CI)"), (biased, "tab:red", "flagged for position bias"))
+    for mask, colour, label in groups:
+        if mask.any():
+            ax.errorbar(rate[mask], y[mask], xerr=[rate[mask] - low[mask], high[mask] - rate[mask]], fmt="o",
+                        color=colour, capsize=3, label=label)  # fmt: skip
+    ax.set_yticks(y, [r["pseudonym"] for r in raters])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="share of decided judgments choosing the response shown on the left",
+           title="Position bias")  # fmt: skip
+    ax.xaxis.set_major_formatter("{x:.0%}")
+    figure.legend(loc="outside lower center", ncols=3)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write the report's plots as PNGs under ``out_dir``; a plot with nothing to show yet is left out."""
+    from matplotlib.figure import Figure  # a bare Figure draws with Agg and leaves pyplot's global state alone
+
+    plots = {
+        "agreement_over_time": (_plot_over_time, report["agreement_over_time"]),
+        "calibration_by_kind": (_plot_calibration, [r for r in report["raters"] if r["calibration_n"]]),
+        "position_bias": (_plot_position, [r for r in report["raters"] if r["left_rate"] is not None]),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (plot, data) in plots.items():
+        if not data:
+            log.info("plot %s left out: nothing to show yet", name)
+            continue
+        figure = Figure(layout="constrained")
+        plot(report, figure)
+        figure.savefig(out_dir / f"{name}.png", dpi=110)
+        written.append(out_dir / f"{name}.png")
+    return written
