@@ -25,5 +25,5 @@ def build_app(service: StudioService) -> gr.Blocks:
             choices = service.campaigns_for(request.username)
             return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
-        app.load(on_load, outputs=campaign)
+        app.load(on_load, outputs=campaign, api_name="campaigns")
     return app

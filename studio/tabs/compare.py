@@ -67,7 +67,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown) -> None:
             raise gr.Error("Pick a campaign first.")
         return show(service.next_pair(service.user_id(request.username), campaign_id))
 
-    def on_submit(current, campaign_id, choice_value, bad, *rest, request: gr.Request):
+    def on_submit(request: gr.Request, current, campaign_id, choice_value, bad, *rest):  # Gradio injects it first
         if current is None:
             raise gr.Error("There is no item on screen: press Next item.")
         pair_task, shown_at = current
@@ -89,5 +89,5 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown) -> None:
         return show(service.next_pair(rater, campaign_id))
 
     outputs = [task, status, prompt, left, right, *form]
-    next_button.click(on_next, inputs=campaign, outputs=outputs)
-    submit.click(on_submit, inputs=[task, campaign, *form], outputs=outputs)
+    next_button.click(on_next, inputs=campaign, outputs=outputs, api_name="next_pair")
+    submit.click(on_submit, inputs=[task, campaign, *form], outputs=outputs, api_name="submit_judgment")

@@ -65,5 +65,7 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown) -> None:
         return show(service.next_prompt(rater, campaign_id))
 
     outputs = [task, status, prompt, response, claims]
-    next_button.click(on_next, inputs=campaign, outputs=outputs)
-    submit.click(on_submit, inputs=[task, campaign, response, claims], outputs=outputs)
+    next_button.click(on_next, inputs=campaign, outputs=outputs, api_name="next_prompt")
+    submit.click(
+        on_submit, inputs=[task, campaign, response, claims], outputs=outputs, api_name="submit_demonstration"
+    )
