@@ -47,6 +47,7 @@ from storage.quality.consensus import item_consensus  # noqa: E402
 from storage.quality.flags import REASONS, FlagArguments, campaign_flags, flag_raters  # noqa: E402
 from storage.quality.raters import rater_table  # noqa: E402
 from studio.service import StudioService  # noqa: E402
+from studio.validation import JudgmentAnswer  # noqa: E402
 
 log = logging.getLogger("rater_pool")
 
@@ -81,9 +82,7 @@ QUICK = {"raters": {"careful": 8, "random": 1, "position": 1, "length": 1, "tie_
 # The gold answers here are HH-RLHF's own crowd labels, which careful raters match only about 72% of the time: a
 # campaign with gold this noisy sets its calibration threshold below the default 0.7 (meant for curated gold). Every
 # other threshold is the engine's default; the calibration flag is a binomial test against the threshold.
-CALIBRATION_THRESHOLD = 0.6
-FLAGS = FlagArguments(min_calibration_accuracy=CALIBRATION_THRESHOLD)
-WINDOW = 20  # the campaign default
+FLAGS, WINDOW = FlagArguments(min_calibration_accuracy=0.6), 20  # the window is the campaign default
 QC_EXPORT = {"policy": "weighted", "exclude_flagged_raters": True, "min_agreement": 0.6}
 # RewardConfig's own learning rate: at 2e-5 the ground-truth model stayed at chance (loss 0.6931) over 150 steps.
 REWARD_ARGS = {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-4}
@@ -159,21 +158,21 @@ def choose(kind: str, rng: random.Random, truth: int, longer: int) -> int:
     return truth * strength if roll < CAREFUL_RIGHT else 0 if roll < CAREFUL_RIGHT + CAREFUL_TIE else -truth * strength
 
 
-def answer(kind: str, rng: random.Random, truth: int, longer: int, rubric: list[str]) -> dict:
+def answer(kind: str, rng: random.Random, truth: int, longer: int, rubric: list[str]) -> JudgmentAnswer:
     """Everything a rater of ``kind`` submits for one pair, in display terms."""
     median_s, (low, high), phrases = PROFILES[kind]
     choice = choose(kind, rng, truth, longer)
     sides = {"better": "left" if choice < 0 else "right", "worse": "right" if choice < 0 else "left"}
     n_sentences = rng.randint(1, 3) if kind == "careful" else 1
     sentences = rng.sample(phrases, n_sentences) if choice else [rng.choice(TIE_REASONS)]
-    return {
-        "choice": choice,
-        "both_bad": kind == "careful" and rng.random() < 0.03,
-        "criteria": {name: rng.randint(2, 5) for name in rubric},
-        "reasoning": " ".join(s.format(**sides) for s in sentences),
-        "confidence": rng.randint(low, high),
-        "time_on_task_s": round(rng.lognormvariate(math.log(median_s), 0.5), 1),
-    }
+    return JudgmentAnswer(
+        choice=choice,
+        both_bad=kind == "careful" and rng.random() < 0.03,
+        criteria={name: rng.randint(2, 5) for name in rubric},
+        reasoning=" ".join(s.format(**sides) for s in sentences),
+        confidence=rng.randint(low, high),
+        time_on_task_s=round(rng.lognormvariate(math.log(median_s), 0.5), 1),
+    )
 
 
 def simulate(engine: Engine, pool: Pool, seed: int) -> int:
@@ -192,8 +191,8 @@ def simulate(engine: Engine, pool: Pool, seed: int) -> int:
                 continue
             truth = int(pool.truth[task.pair_id]) * (1 if task.left_text == pool.text_a[task.pair_id] else -1)
             longer = int(np.sign(len(task.right_text) - len(task.left_text)))
-            service.submit_judgment(rater_id, task.assignment_id,
-                                    **answer(pool.kinds[rater_id], rng, truth, longer, task.rubric))  # fmt: skip
+            judged = answer(pool.kinds[rater_id], rng, truth, longer, task.rubric)
+            service.submit_judgment(rater_id, task.assignment_id, judged)
             n, regular = n + 1, regular + (task.pair_id not in pool.calibration)
             if n % 2000 == 0:
                 log.info("%d judgments, %d of the %d regular ones", n, regular, target)

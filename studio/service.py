@@ -34,7 +34,14 @@ from storage.models import (
     User,
     utcnow,
 )
-from studio.validation import ValidationFailed, check_claims, check_client_time, judgment_create, message
+from studio.validation import (
+    JudgmentAnswer,
+    ValidationFailed,
+    check_claims,
+    check_client_time,
+    judgment_create,
+    message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,34 +189,13 @@ class StudioService:
 
         return self._transaction(action)
 
-    def submit_judgment(
-        self,
-        rater_id: int,
-        assignment_id: int,
-        *,
-        choice: int,
-        both_bad: bool,
-        criteria: dict[str, int],
-        reasoning: str,
-        confidence: int,
-        time_on_task_s: float,
-        client_time: datetime | None = None,
-    ) -> int:
-        """Store the rater's judgment (choice in display terms: -2 left much better .. +2 right much better)."""
-        answer = dict(
-            choice=choice,
-            both_bad=both_bad,
-            criteria=criteria,
-            reasoning=reasoning,
-            confidence=confidence,
-            time_on_task_s=time_on_task_s,
-            client_time=client_time,
-        )
+    def submit_judgment(self, rater_id: int, assignment_id: int, answer: JudgmentAnswer) -> int:
+        """Store the rater's judgment of the pair assigned to them."""
 
         def action(session: Session) -> int:
             assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
             campaign = self._campaign(session, assignment.campaign_id)
-            judgment = judgment_create(campaign, pair_id=assignment.pair_id, left=assignment.left, **answer)
+            judgment = judgment_create(campaign, answer, pair_id=assignment.pair_id, left=assignment.left)
             row = queue.record_judgment(
                 session=session,
                 judgment=judgment,
@@ -222,29 +208,8 @@ class StudioService:
 
         return self._transaction(action)
 
-    def revise_judgment(
-        self,
-        rater_id: int,
-        judgment_id: int,
-        *,
-        choice: int,
-        both_bad: bool,
-        criteria: dict[str, int],
-        reasoning: str,
-        confidence: int,
-        time_on_task_s: float,
-        client_time: datetime | None = None,
-    ) -> int:
+    def revise_judgment(self, rater_id: int, judgment_id: int, answer: JudgmentAnswer) -> int:
         """Append a new version of the rater's own current judgment; the old row stays as it was."""
-        answer = dict(
-            choice=choice,
-            both_bad=both_bad,
-            criteria=criteria,
-            reasoning=reasoning,
-            confidence=confidence,
-            time_on_task_s=time_on_task_s,
-            client_time=client_time,
-        )
 
         def action(session: Session) -> int:
             self._active_user(session, rater_id)
@@ -256,7 +221,7 @@ class StudioService:
             pair = session.get(Pair, previous.pair_id)
             campaign = self._campaign(session, pair.campaign_id)
             judgment = judgment_create(
-                campaign, pair_id=pair.id, left=previous.left, supersedes_id=previous.id, **answer
+                campaign, answer, pair_id=pair.id, left=previous.left, supersedes_id=previous.id
             )
             row = queue.record_judgment(
                 session=session,

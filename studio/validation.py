@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +19,26 @@ def message(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors())
 
 
-def check_judgment(
-    campaign: Campaign, *, choice: int, both_bad: bool, criteria: dict[str, int], reasoning: str, confidence: int
-) -> str:
+@dataclass(frozen=True)
+class JudgmentAnswer:
+    """What a rater submits for a pair, in display terms: choice -2 left much better .. +2 right much better."""
+
+    choice: int
+    both_bad: bool
+    criteria: dict[str, int]
+    reasoning: str
+    confidence: int
+    time_on_task_s: float
+    client_time: datetime | None = None
+
+
+def check_judgment(campaign: Campaign, answer: JudgmentAnswer) -> str:
     """Raise ValidationFailed for the first problem; return the reasoning as stored."""
+    choice, criteria, confidence = answer.choice, answer.criteria, answer.confidence
     if isinstance(choice, bool) or choice not in PREFERENCE_SCALE:
         raise ValidationFailed(f"Choose a preference from -2 to 2 (got {choice!r}).")
-    if not isinstance(both_bad, bool):
-        raise ValidationFailed(f"'Both bad' must be yes or no (got {both_bad!r}).")
+    if not isinstance(answer.both_bad, bool):
+        raise ValidationFailed(f"'Both bad' must be yes or no (got {answer.both_bad!r}).")
     if unknown := sorted(set(criteria) - set(campaign.rubric)):
         raise ValidationFailed(
             f"Unknown criteria {', '.join(unknown)}; this campaign scores {', '.join(campaign.rubric)}."
@@ -37,7 +50,7 @@ def check_judgment(
             raise ValidationFailed(f"Score '{name}' from 1 to 5 (got {score!r}).")
     if isinstance(confidence, bool) or confidence not in range(1, 6):
         raise ValidationFailed(f"Confidence must be 1 to 5 (got {confidence!r}).")
-    reasoning = (reasoning or "").strip()
+    reasoning = (answer.reasoning or "").strip()
     if len(reasoning) < campaign.min_reasoning_chars:
         raise ValidationFailed(
             f"Reasoning needs at least {campaign.min_reasoning_chars} characters (you wrote {len(reasoning)})."
@@ -46,36 +59,23 @@ def check_judgment(
 
 
 def judgment_create(
-    campaign: Campaign,
-    *,
-    pair_id: int,
-    left: str,
-    supersedes_id: int | None = None,
-    choice: int,
-    both_bad: bool,
-    criteria: dict[str, int],
-    reasoning: str,
-    confidence: int,
-    time_on_task_s: float,
-    client_time: datetime | None,
+    campaign: Campaign, answer: JudgmentAnswer, *, pair_id: int, left: str, supersedes_id: int | None = None
 ) -> JudgmentCreate:
     """Validate a display-terms answer and turn it into a stored-terms judgment."""
-    reasoning = check_judgment(
-        campaign, choice=choice, both_bad=both_bad, criteria=criteria, reasoning=reasoning, confidence=confidence
-    )
-    check_client_time(client_time)
+    reasoning = check_judgment(campaign, answer)
+    check_client_time(answer.client_time)
     try:
         return JudgmentCreate(
             pair_id=pair_id,
             # Display -2 means "left much better"; stored -2 means "A much better".
-            preference=choice if left == Side.a else -choice,
-            both_bad=both_bad,
-            criteria=criteria,
+            preference=answer.choice if left == Side.a else -answer.choice,
+            both_bad=answer.both_bad,
+            criteria=answer.criteria,
             reasoning=reasoning,
-            confidence=confidence,
+            confidence=answer.confidence,
             left=left,
-            time_on_task_s=time_on_task_s,
-            client_time=client_time,
+            time_on_task_s=answer.time_on_task_s,
+            client_time=answer.client_time,
             supersedes_id=supersedes_id,
         )
     except ValidationError as error:

@@ -14,6 +14,7 @@ from storage.accounts import create_user
 from storage.db import make_engine, write_session
 from storage.models import Assignment, CalibrationItem, Campaign, ExportRecord, Pair, User, UserCreate
 from studio.service import StudioService
+from studio.validation import JudgmentAnswer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,10 +46,11 @@ def judge_as_simulated_raters(url: str, items_each: int) -> None:
             careful = number < 5
             stored = truth * rng.choice([1, 2]) if careful and rng.random() < 0.85 else rng.choice([-2, -1, 1, 2])
             choice = stored if (left == "a" or not careful) else -stored
-            service.submit_judgment(rater, task.assignment_id, choice=choice, both_bad=False,
+            answer = JudgmentAnswer(choice=choice, both_bad=False,
                                     criteria={"helpfulness": 3, "honesty": 3, "harmlessness": 3},
                                     reasoning="the chosen reply answers the question", confidence=3,
                                     time_on_task_s=rng.uniform(20, 60))  # fmt: skip
+            service.submit_judgment(rater, task.assignment_id, answer)
     engine.dispose()
 
 

@@ -6,7 +6,8 @@ import time
 
 import gradio as gr
 
-from studio.service import StudioService, ValidationFailed
+from studio.service import StudioService
+from studio.validation import JudgmentAnswer, ValidationFailed
 
 CHOICES = [
     ("Left much better", -2),
@@ -74,9 +75,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown) -> None:
         *score_values, text, conf = rest
         rater = service.user_id(request.username)
         try:
-            service.submit_judgment(
-                rater,
-                pair_task.assignment_id,
+            answer = JudgmentAnswer(
                 choice=choice_value,
                 both_bad=bad,
                 reasoning=text,
@@ -84,6 +83,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown) -> None:
                 confidence=int(conf),
                 time_on_task_s=time.monotonic() - shown_at,
             )
+            service.submit_judgment(rater, pair_task.assignment_id, answer)
         except ValidationFailed as error:
             raise gr.Error(str(error)) from error
         return show(service.next_pair(rater, campaign_id))

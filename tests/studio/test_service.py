@@ -25,6 +25,7 @@ from storage.models import (
     User,
 )
 from studio.service import PairTask, PermissionDenied, StudioService, ValidationFailed
+from studio.validation import JudgmentAnswer
 
 RUBRIC = ["helpfulness", "honesty"]
 GOOD = dict(
@@ -83,7 +84,9 @@ def test_display_choice_maps_to_a_b_for_both_sides(engine):
     lefts = []
     for _ in range(2):
         task = service.next_pair(rater, campaign_id)
-        judgment_id = service.submit_judgment(rater, task.assignment_id, choice=-2, **GOOD)  # left much better
+        judgment_id = service.submit_judgment(
+            rater, task.assignment_id, JudgmentAnswer(choice=-2, **GOOD)
+        )  # left much better
         with Session(engine) as s:
             judgment = s.get(Judgment, judgment_id)
             a_text = s.get(Response, s.get(Pair, task.pair_id).response_a_id).text
@@ -99,7 +102,7 @@ def test_calibration_task_looks_like_any_other(engine):
     tasks = []
     while (task := service.next_pair(rater, campaign_id)) is not None:
         tasks.append(task)
-        service.submit_judgment(rater, task.assignment_id, choice=0, **GOOD)
+        service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))
     with Session(engine) as s:
         assert sorted(a.is_calibration for a in s.exec(select(Assignment))) == [False, True]
     regular, calibration = tasks
@@ -136,7 +139,7 @@ def test_invalid_judgment_is_rejected_and_changes_nothing(engine, change, messag
     task = service.next_pair(rater, campaign_id)
     before = snapshot(engine)
     with pytest.raises(ValidationFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        service.submit_judgment(rater, task.assignment_id, **({"choice": 1} | GOOD | change))
+        service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(**({"choice": 1} | GOOD | change)))
     assert snapshot(engine) == before
 
 
@@ -145,12 +148,12 @@ def test_only_the_active_owner_may_submit(engine):
     service = StudioService(engine, rng=random.Random(0))
     task = service.next_pair(rater, campaign_id)
     with pytest.raises(PermissionDenied):
-        service.submit_judgment(other, task.assignment_id, choice=0, **GOOD)
+        service.submit_judgment(other, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))
     with write_session(engine) as s, s.begin():
         s.get(User, rater).active = False
     before = snapshot(engine)
     with pytest.raises(PermissionDenied):
-        service.submit_judgment(rater, task.assignment_id, choice=0, **GOOD)
+        service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))
     with pytest.raises(PermissionDenied):
         service.next_pair(rater, campaign_id)
     assert snapshot(engine) == before
@@ -164,28 +167,30 @@ def test_late_submission_is_kept_and_a_second_submission_is_refused(engine):
         s.get(Assignment, task.assignment_id).expires_at = datetime.now(UTC) - timedelta(hours=1)
         s.get(Campaign, campaign_id).guidelines_version = 2
     sent = datetime(2025, 1, 1, 12, tzinfo=UTC)
-    judgment_id = service.submit_judgment(rater, task.assignment_id, choice=1, client_time=sent, **GOOD)
+    judgment_id = service.submit_judgment(
+        rater, task.assignment_id, JudgmentAnswer(choice=1, client_time=sent, **GOOD)
+    )
     with Session(engine) as s:
         assert (s.get(Judgment, judgment_id).guideline_version, s.get(Judgment, judgment_id).client_time) == (2, sent)
         assert s.get(Assignment, task.assignment_id).closed_at is not None
     with pytest.raises(ValidationFailed, match="already submitted"):
-        service.submit_judgment(rater, task.assignment_id, choice=1, **GOOD)
+        service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=1, **GOOD))
 
 
 def test_revision_appends_a_row_that_supersedes_the_old_one(engine):
     campaign_id, (rater, other) = seed(engine)
     service = StudioService(engine, rng=random.Random(0))
     task = service.next_pair(rater, campaign_id)
-    original = service.submit_judgment(rater, task.assignment_id, choice=-1, **GOOD)
-    revised = service.revise_judgment(rater, original, choice=2, **GOOD)
+    original = service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=-1, **GOOD))
+    revised = service.revise_judgment(rater, original, JudgmentAnswer(choice=2, **GOOD))
     with Session(engine) as s:
         old, new = s.get(Judgment, original), s.get(Judgment, revised)
         assert (old.preference, old.supersedes_id) == ((-1 if old.left == Side.a else 1), None)
         assert (new.preference, new.supersedes_id, new.left) == ((2 if old.left == Side.a else -2), original, old.left)
     with pytest.raises(ValidationFailed, match="already revised"):
-        service.revise_judgment(rater, original, choice=0, **GOOD)
+        service.revise_judgment(rater, original, JudgmentAnswer(choice=0, **GOOD))
     with pytest.raises(PermissionDenied):
-        service.revise_judgment(other, revised, choice=0, **GOOD)
+        service.revise_judgment(other, revised, JudgmentAnswer(choice=0, **GOOD))
     # A revision does not free a slot: the pair still counts one judgment toward k=2.
     assert service.next_pair(other, campaign_id).pair_id == task.pair_id
 
@@ -235,7 +240,9 @@ def test_raters_racing_never_exceed_k_and_lose_nothing(engine):
     def work(rater_id: int) -> None:
         try:
             while (task := service.next_pair(rater_id, campaign_id)) is not None:
-                submitted.append(service.submit_judgment(rater_id, task.assignment_id, choice=0, **GOOD))
+                submitted.append(
+                    service.submit_judgment(rater_id, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))
+                )
         except BaseException as error:  # noqa: BLE001  (reported by the assertion below)
             errors.append(error)
 
