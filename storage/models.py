@@ -99,19 +99,17 @@ class UserCreate(UserBase):
 
 
 class User(UserBase, table=True):
+    __table_args__ = (UniqueConstraint("hf_username", name="uq_user_hf_username"),)
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str
     pseudonym: str = Field(default_factory=new_pseudonym, sa_column_kwargs={"unique": True}, max_length=32)
-    consent_at: datetime | None = None
-    consent_version: int | None = None
+    hf_username: str | None = Field(default=None, max_length=96)  # the Hugging Face account (OAuth on Spaces)
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class UserPublic(UserBase):
     id: int
     pseudonym: str
-    consent_at: datetime | None
-    consent_version: int | None
 
 
 # --- campaigns, prompts, responses, pairs ----------------------------------------------------------
@@ -276,6 +274,18 @@ class Demonstration(DemonstrationBase, Provenance, table=True):
     guideline_version: int | None = None
 
 
+class Adjudication(SQLModel, table=True):
+    """A lead's final decision on a disagreed pair; the newest one per pair overrides the raters' consensus."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", index=True)
+    preference: int = Field(ge=-2, le=2)
+    both_bad: bool = False
+    note: str = Field(default="", sa_type=Text)
+    decided_by: int | None = Field(default=None, foreign_key="user.id")
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
 # --- calibration and work assignment ---------------------------------------------------------------
 
 
@@ -323,6 +333,32 @@ class Assignment(SQLModel, table=True):
     leased_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     closed_at: datetime | None = None
+
+
+class CampaignMember(SQLModel, table=True):
+    """Who works on a campaign: raters assigned to it and the leads who run it.
+
+    A campaign with no rater members is open to every active rater (the demo campaign is); once a lead assigns
+    raters, only they see it.
+    """
+
+    __table_args__ = (UniqueConstraint("campaign_id", "user_id", name="uq_campaign_member"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    role: Role = Field(default=Role.rater, sa_type=String(16))  # rater | lead
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class Consent(SQLModel, table=True):
+    """A rater accepted this version of a campaign's consent text; a new version asks again."""
+
+    __table_args__ = (UniqueConstraint("user_id", "campaign_id", "version", name="uq_consent"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    version: int
+    at: datetime = Field(default_factory=utcnow)
 
 
 # --- governance ------------------------------------------------------------------------------------

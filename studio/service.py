@@ -6,25 +6,16 @@ display terms; the service alone knows which side is A, and whether an item is a
 
 from __future__ import annotations
 
-import itertools
-import logging
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from storage import queue
-from storage.accounts import authenticate
-from storage.db import write_session
+from storage import members, queue
 from storage.models import (
     Assignment,
-    Campaign,
     DemonstrationCreate,
     Pair,
     Prompt,
@@ -34,6 +25,7 @@ from storage.models import (
     User,
     utcnow,
 )
+from studio.access import PermissionDenied, Service
 from studio.validation import (
     JudgmentAnswer,
     ValidationFailed,
@@ -42,17 +34,6 @@ from studio.validation import (
     judgment_create,
     message,
 )
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
-ATTEMPTS = 4
-
-
-class PermissionDenied(PermissionError):
-    """The user may not do this: inactive, or the item is not theirs."""
 
 
 @dataclass(frozen=True)
@@ -78,38 +59,8 @@ class PromptTask:
     guidelines_version: int
 
 
-class StudioService:
-    """The studio's actions. Each public method is one transaction, retried on PostgreSQL conflicts."""
-
-    def __init__(self, engine: Engine, lease_minutes: int = 30, rng: random.Random | None = None) -> None:
-        self.engine = engine
-        self.lease = timedelta(minutes=lease_minutes)
-        self.rng = rng or random.Random()
-
-    def _transaction(self, action: Callable[[Session], T]) -> T:
-        for attempt in itertools.count(1):
-            try:
-                with write_session(self.engine) as session, session.begin():
-                    return action(session)
-            except DBAPIError as error:
-                if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
-                    raise
-                log.info("retrying after a transaction conflict (attempt %d): %s", attempt, error.orig)
-
-    @staticmethod
-    def _active_user(session: Session, rater_id: int) -> User:
-        # Locked: one rater's simultaneous requests (a double click, two tabs) must not take two leases.
-        user = session.get(User, rater_id, with_for_update=True)
-        if user is None or not user.active:
-            raise PermissionDenied("This account is not active; ask a lead to reactivate it.")
-        return user
-
-    @staticmethod
-    def _campaign(session: Session, campaign_id: int) -> Campaign:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None:
-            raise LookupError(f"no campaign with id {campaign_id}")
-        return campaign
+class StudioService(Service):
+    """The raters' actions. Each public method is one transaction, retried on PostgreSQL conflicts."""
 
     def _own_open_assignment(self, session: Session, rater_id: int, assignment_id: int, task: TaskKind) -> Assignment:
         self._active_user(session, rater_id)
@@ -120,31 +71,18 @@ class StudioService:
             raise ValidationFailed("This item was already submitted; ask for the next one.")
         return assignment
 
-    def check_login(self, username: str, password: str) -> bool:
-        """Gradio's auth hook: an active user with this password."""
-        return self._transaction(
-            lambda session: authenticate(session=session, username=username, password=password) is not None
-        )
-
-    def user_id(self, username: str | None) -> int:
-        """The id behind a logged-in username."""
-        with Session(self.engine) as session:
-            user_id = session.exec(select(User.id).where(User.username == username, User.active)).first()
-        if user_id is None:
-            raise PermissionDenied("Log in with an active account.")
-        return user_id
-
     def campaigns_for(self, username: str | None) -> list[tuple[str, int]]:
         """(name, id) of the campaigns this user can work in."""
-        self.user_id(username)
+        user_id = self.user_id(username)
         with Session(self.engine) as session:
-            return [(c.name, c.id) for c in session.exec(select(Campaign).order_by(Campaign.name))]
+            user = session.get(User, user_id)
+            return [(c.name, c.id) for c in members.rateable_campaigns(session=session, user=user)]
 
     def next_pair(self, rater_id: int, campaign_id: int) -> PairTask | None:
         """The pair this rater should judge now (the same one after a reload), or None when nothing is left."""
 
         def action(session: Session) -> PairTask | None:
-            user, campaign = self._active_user(session, rater_id), self._campaign(session, campaign_id)
+            user, campaign = self._rater_in(session, rater_id, campaign_id)
             assignment = queue.next_pair_assignment(
                 session=session, user=user, campaign=campaign, rng=self.rng, now=utcnow(), lease=self.lease
             )
@@ -171,7 +109,7 @@ class StudioService:
         """The prompt this rater should write a response for, or None when nothing is left."""
 
         def action(session: Session) -> PromptTask | None:
-            user, campaign = self._active_user(session, rater_id), self._campaign(session, campaign_id)
+            user, campaign = self._rater_in(session, rater_id, campaign_id)
             assignment = queue.next_prompt_assignment(
                 session=session, user=user, campaign=campaign, now=utcnow(), lease=self.lease
             )
