@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trl import ModelConfig
+
 METHODS = ("sft", "reward", "dpo", "kto")
 EXPORT_KINDS = {"sft": "sft", "reward": "reward", "dpo": "preference", "kto": "kto"}
 """The storage.export kind each method trains on."""
@@ -52,10 +54,12 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        # An empty string unsets a recipe's value from the command line: --campaign "" --dataset exports/hh
+        self.campaign, self.dataset = self.campaign or None, self.dataset or None
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if (self.campaign is None) == (self.dataset is None):
-            raise ValueError("set exactly one of campaign and dataset")
+            raise ValueError('set exactly one of campaign and dataset (unset one with --campaign "" or --dataset "")')
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
         if not 0 <= self.min_agreement <= 1:
@@ -71,3 +75,24 @@ class DataArguments:
     def export_kind(self) -> str:
         """The storage.export kind this method trains on."""
         return EXPORT_KINDS[self.method]
+
+
+@dataclass
+class ModelArguments(ModelConfig):
+    """TRL's ModelConfig plus where the weights come from when they are not a hub id or a plain folder.
+
+    ``model_name_or_path`` also takes ``run:NAME`` (the model folder of the finished TrainingRun NAME) and
+    ``pkg:PACKAGE[/SUBFOLDER]`` (a folder inside an installed Python package, e.g. a model shipped as a wheel).
+    """
+
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GGUF file inside the model folder: model and tokenizer are loaded (dequantized) from it, and "
+            "the trained model is saved as ordinary safetensors. An empty string unsets it on the command line."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.gguf_file = self.gguf_file or None

@@ -37,7 +37,8 @@ def _facts(folder: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _from_folder_or_name(name: str) -> tuple[DatasetDict, dict | None]:
+def from_folder_or_name(name: str) -> tuple[DatasetDict, dict | None]:
+    """A Concord export folder (with its export.json), a save_to_disk folder or a datasets name."""
     path = Path(name)
     if not path.is_dir():
         return load_dataset(name), None
@@ -49,6 +50,7 @@ def _from_folder_or_name(name: str) -> tuple[DatasetDict, dict | None]:
 def load_run_data(data_args: DataArguments, *, engine: Engine | None, data_dir: Path) -> RunData:
     """Export the campaign into ``data_dir`` (one ExportRecord) or load the dataset; fails on rows it cannot use."""
     if data_args.campaign is not None:
+        log.info("exporting campaign %r (%s rows) into %s", data_args.campaign, data_args.export_kind, data_dir)
         result = export_campaign(
             engine=engine, campaign=data_args.campaign, kind=data_args.export_kind, out_dir=data_dir,
             policy=data_args.policy, min_agreement=data_args.min_agreement,
@@ -58,7 +60,7 @@ def load_run_data(data_args: DataArguments, *, engine: Engine | None, data_dir: 
         data = RunData(load_from_disk(str(data_dir / "dataset")), [result.export_id], data_args.campaign,
                        _facts(data_dir))  # fmt: skip
     else:
-        dataset, facts = _from_folder_or_name(data_args.dataset)
+        dataset, facts = from_folder_or_name(data_args.dataset)
         data = RunData(dataset, [], data_args.dataset, facts)
     _check_columns(data, data_args.method)
     return data

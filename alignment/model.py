@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from trl import ModelConfig
+from transformers.initialization import no_init_weights
+from trl import get_peft_config, get_quantization_config
+
+from alignment.arguments import ModelArguments
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +38,45 @@ CHATML = (
 needs (the end-of-turn token inside, so the model learns to stop)."""
 
 
-def _pretrained_kwargs(model_args: ModelConfig) -> dict[str, Any]:
-    return {"revision": model_args.model_revision, "dtype": model_args.dtype,
-            "attn_implementation": model_args.attn_implementation}  # fmt: skip
+def check_loadable(model_args: ModelArguments) -> None:
+    """Fail before any data is exported when the model cannot be loaded as the recipe asks."""
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if quantized and model_args.gguf_file:
+        raise ValueError("a GGUF model cannot also be loaded in 4 or 8 bits: drop gguf_file or load_in_4bit/8bit")
+    if quantized and not model_args.use_peft:
+        raise ValueError("a model loaded in 4 or 8 bits trains only through adapters: set use_peft true (QLoRA)")
+    if quantized and importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("load_in_4bit / load_in_8bit need bitsandbytes and a CUDA GPU (pip install -e '.[gpu]')")
 
 
-def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
+def _pretrained_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+              "attn_implementation": model_args.attn_implementation}  # fmt: skip
+    if model_args.gguf_file:
+        kwargs["gguf_file"] = model_args.gguf_file
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # each process quantizes onto its own GPU
+    return kwargs
+
+
+def _without_gguf_quantizer(model: PreTrainedModel) -> PreTrainedModel:
+    """GGUF weights arrive dequantized, but the model keeps the GGUF quantizer, which refuses save_pretrained (so
+    checkpoints too): the same weights in a fresh model of the same class save as ordinary safetensors."""
+    config = model.config
+    del config.quantization_config
+    with no_init_weights():  # every weight is overwritten just below
+        plain = type(model)(config).to(model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
+
+
+def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     """The model's tokenizer; without a chat template (an encoder) it gets ChatML, and without EOS its SEP token."""
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                              gguf_file=model_args.gguf_file)  # fmt: skip
     if tokenizer.chat_template is None:
         log.info("%s has no chat template: using ChatML", model_args.model_name_or_path)
         tokenizer.chat_template = CHATML
@@ -49,37 +87,65 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(model_args: ModelConfig):
-    """A causal LM from a hub id or a local folder, in the recipe's dtype."""
-    return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **_pretrained_kwargs(model_args))
+def load_causal_lm(model_args: ModelArguments) -> PreTrainedModel:
+    """A causal LM from a hub id, a local folder or a GGUF file, in the recipe's dtype (quantized if it asks)."""
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **_pretrained_kwargs(model_args))
+    return _without_gguf_quantizer(model) if model_args.gguf_file else model
 
 
-def load_reward_model(model_args: ModelConfig, tokenizer: PreTrainedTokenizerBase):
+def load_reward_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A one-score sequence classifier whose config knows the pad token (it finds each text's last token by it)."""
     model = AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path, num_labels=1, **_pretrained_kwargs(model_args)
     )
+    model = _without_gguf_quantizer(model) if model_args.gguf_file else model
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
-def train_and_evaluate(trainer, has_test: bool, headline: dict[str, str]) -> dict[str, Any]:
-    """Train, save model and tokenizer to the output folder, evaluate on test, write and return metrics.json.
+def head_modules(model: PreTrainedModel) -> list[str]:
+    """The top-level modules with weights outside the base model: a classifier's head (``score``, ``classifier``)."""
+    return [name for name, child in model.named_children()
+            if name != model.base_model_prefix and next(child.parameters(), None) is not None]  # fmt: skip
 
-    ``headline`` names, for this method, the eval metrics that matter (e.g. reward's pairwise accuracy).
+
+def reward_peft_config(model_args: ModelArguments, model: PreTrainedModel):
+    """TRL's LoRA config for a reward model: sequence classification, its freshly initialised head trained in full
+    and saved with the adapter (without it, the reloaded model would score with another random head)."""
+    if not model_args.use_peft:
+        return None
+    heads = [name for name in head_modules(model) if name not in (model_args.lora_modules_to_save or [])]
+    return get_peft_config(
+        dataclasses.replace(
+            model_args,
+            lora_task_type="SEQ_CLS",
+            lora_modules_to_save=[*(model_args.lora_modules_to_save or []), *heads],
+        )
+    )
+
+
+def train_and_evaluate(trainer, has_test: bool, headline: dict[str, str], extra: dict | None = None) -> dict[str, Any]:
+    """Train (from ``args.resume_from_checkpoint`` when set), save model and tokenizer to the output folder, evaluate
+    on test, write metrics.json (on the main process) and return the metrics.
+
+    ``headline`` names, for this method, the eval metrics that matter (e.g. reward's pairwise accuracy); ``extra``
+    joins the metrics as is (e.g. how many pairs were truncated).
     """
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     if not math.isfinite(result.training_loss):
         raise FloatingPointError(f"training loss is {result.training_loss}: lower the learning rate or check the data")
     output = Path(trainer.args.output_dir)
     trainer.save_model(str(output))
-    metrics: dict[str, Any] = {"train_loss": result.training_loss, "train_steps": result.global_step}
+    metrics: dict[str, Any] = {"train_loss": result.training_loss, "train_steps": result.global_step, **(extra or {})}
+    if trainer.args.resume_from_checkpoint:
+        metrics["resumed_from"] = Path(trainer.args.resume_from_checkpoint).name
     if has_test:
         evaluation = trainer.evaluate()
         metrics |= {name: evaluation[key] for name, key in headline.items() if key in evaluation}
         metrics["eval"] = evaluation
     else:
         metrics["eval"] = "no test rows: nothing held out to evaluate on"
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "eval"})
+    if trainer.is_world_process_zero():
+        (output / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "eval"})
     return metrics

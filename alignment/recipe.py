@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from trl import DPOConfig, KTOConfig, ModelConfig, RewardConfig, SFTConfig, TrlParser
+from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig, TrlParser
 
-from alignment.arguments import METHODS, DataArguments
+from alignment.arguments import METHODS, DataArguments, ModelArguments
 
 CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig}
 
@@ -67,14 +67,14 @@ def _check_values(config: dict[str, Any], classes: tuple[type, ...], path: Path)
 
 def parse_recipe(
     path: str | Path, overrides: list[str] | tuple[str, ...] = ()
-) -> tuple[DataArguments, Any, ModelConfig]:
+) -> tuple[DataArguments, Any, ModelArguments]:
     """Parse ``path`` with ``overrides`` (``--key value`` strings) into the three argument dataclasses."""
     path, overrides = Path(path), list(overrides)
     config = _load(path)
     method = _override(overrides, "method") or config.get("method")
     if method not in METHODS:
         raise RecipeError(f"{path}: method must be one of {', '.join(METHODS)}; got {method!r}")
-    classes = (DataArguments, CONFIGS[method], ModelConfig)
+    classes = (DataArguments, CONFIGS[method], ModelArguments)
     _check_values(config, classes, path)
     if "dtype" not in config and _override(overrides, "dtype") is None:
         raise RecipeError(f"{path}: dtype is not set: every recipe declares it (float32, bfloat16 or float16)")
@@ -91,11 +91,23 @@ def parse_recipe(
     return data_args, training_args, model_args
 
 
-def resolved_config(data_args: DataArguments, training_args: Any, model_args: ModelConfig) -> dict[str, Any]:
+def resolved_config(data_args: DataArguments, training_args: Any, model_args: ModelArguments) -> dict[str, Any]:
     """The three configurations as plain JSON-able data: what the run's config.yaml and TrainingRun.recipe hold."""
-    resolved = {"data": dataclasses.asdict(data_args), "training": training_args.to_dict(),
-                "model": dataclasses.asdict(model_args)}  # fmt: skip
+    training = training_args.to_dict()
+    # to_dict masks every *_token field as "<NAME>"; only hub_token is a secret, eos_token/pad_token are settings.
+    training |= {
+        name: getattr(training_args, name) for name in training if name.endswith("_token") and name != "hub_token"
+    }
+    resolved = {"data": dataclasses.asdict(data_args), "training": training, "model": dataclasses.asdict(model_args)}
     return json.loads(json.dumps(resolved, default=str))
+
+
+def configs_from_resolved(resolved: dict[str, Any]) -> tuple[DataArguments, Any, ModelArguments]:
+    """The three dataclasses back from a run's config.yaml (what resolved_config wrote)."""
+    data_args = DataArguments(**resolved["data"])
+    init = {f.name for f in dataclasses.fields(CONFIGS[data_args.method]) if f.init}
+    training = {k: v for k, v in resolved["training"].items() if k in init and k != "hub_token"}
+    return data_args, CONFIGS[data_args.method](**training), ModelArguments(**resolved["model"])
 
 
 def write_resolved(resolved: dict[str, Any], run_dir: Path) -> Path:

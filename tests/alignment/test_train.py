@@ -52,5 +52,7 @@ def test_tiny_recipe_trains_from_a_campaign(method, sqlite_engine, tmp_path, tin
         assert export.kind == EXPORT_KINDS[method]
         assert Path(export.out_path) == (Path(run.output_path) / "data").resolve()
         assert session.get(TrainingRun, run.id).recipe["model"]["model_name_or_path"] == base
+    if method == "dpo":  # the tiny DPO recipe computes the reference's log-probs once, before the first step
+        assert run.recipe["training"]["precompute_ref_log_probs"] is True
     readiness = json.loads((Path(run.output_path) / "readiness.json").read_text())
     assert readiness["ready"] and readiness["export_ids"] == run.export_ids
