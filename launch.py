@@ -1,4 +1,4 @@
-"""Concord's command line: `python launch.py [studio|import|export|quality|user|train] ...` (default: studio).
+"""Concord's command line: `python launch.py [studio|import|export|quality|user|erase|train|eval]` (default: studio).
 
 Each command imports what it needs only when it runs, so starting the studio never loads torch.
 """
@@ -26,7 +26,7 @@ def cmd_studio(args) -> None:
     from storage.accounts import ensure_admin
     from storage.db import write_session
     from storage.demo import seed_demo
-    from studio.app import build_app
+    from studio.app import launch_studio
     from studio.service import StudioService
 
     engine = _engine(args)
@@ -37,10 +37,7 @@ def cmd_studio(args) -> None:
         print(f"\nFirst run: created user {created[0]!r} with password {created[1]!r}. It is shown only once.\n")
     if demo:
         print(f"Seeded the demo campaign {demo!r}.")
-    service = StudioService(engine)
-    app = build_app(service)
-    app.queue(default_concurrency_limit=args.concurrency)
-    app.launch(server_name=args.host, server_port=args.port, auth=service.check_login, show_error=True)
+    launch_studio(StudioService(engine), concurrency=args.concurrency, server_name=args.host, server_port=args.port)
 
 
 def cmd_import(args) -> None:
@@ -119,17 +116,61 @@ def cmd_user(args) -> None:
     print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
 
 
+def cmd_erase(args) -> None:
+    from storage.db import write_session
+    from storage.erasure import erase_user, user_id_of
+
+    try:
+        with write_session(_engine(args)) as session, session.begin():
+            user_id = user_id_of(session=session, username=args.username)
+            report = erase_user(session=session, user_id=user_id, mode=args.mode, actor_id=None)
+    except ValueError as error:
+        sys.exit(f"erase failed: {error}")
+    print(report.summary())
+
+
 def cmd_train(args) -> None:
     from alignment.runner import train
 
     if args.database_url:
         args.overrides += ["--database_url", args.database_url]
+    resume = args.resume or "--resume" in args.overrides  # after the recipe, argparse leaves it among the overrides
     try:
-        run = train(args.recipe, args.overrides)
+        run = train(args.recipe, [arg for arg in args.overrides if arg != "--resume"], resume=resume)
     except (ValueError, FileExistsError) as error:  # RecipeError and NotReady are ValueErrors
         sys.exit(f"train failed: {error}")
-    headline = {name: value for name, value in run.metrics.items() if name != "eval"}
-    print(f"training run {run.name!r} finished in {run.output_path}: {json.dumps(headline)}")
+    if run is not None:  # None on the other processes of an accelerate launch
+        headline = {name: value for name, value in run.metrics.items() if name != "eval"}
+        print(f"training run {run.name!r} finished in {run.output_path}: {json.dumps(headline)}")
+
+
+def cmd_eval(args) -> None:
+    from alignment.evaluate import evaluate_run, find_run_folder, score_pairs
+
+    try:
+        run_dir = find_run_folder(args.run, engine=_engine(args))
+        result = score_pairs(run_dir, args.pairs) if args.pairs else evaluate_run(run_dir)
+    except ValueError as error:  # ImportFailed (a pairs file it cannot read) is a ValueError
+        sys.exit(f"eval failed: {error}")
+    print(json.dumps({name: value for name, value in result.items() if name != "eval"}, indent=2))
+
+
+def _add_training_commands(commands) -> None:
+    train = commands.add_parser("train", help="train a model from a recipe: recipes/tiny/dpo.yaml --key value ...")
+    train.add_argument("recipe", help="recipe YAML (see recipes/README.md)")
+    train.add_argument("--resume", action="store_true", help="continue the run named by run_name from its checkpoint")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="recompute a training run's held-out metrics, or score a pairs file")
+    evaluate.add_argument("run", help="the training run's name (or its folder)")
+    evaluate.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="score this preference file with the run's reward model or "
+        "DPO policy (JSONL/Parquet prompt/chosen/rejected, or any format import reads)",
+    )
+    evaluate.set_defaults(func=cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     studio = commands.add_parser("studio", help="start the rater and lead studio (the default)")
     studio.add_argument("--host", default=None, help="interface to listen on (default: 127.0.0.1)")
     studio.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
-    studio.add_argument("--concurrency", type=int, default=8, help="events handled at once per handler")
+    studio.add_argument(
+        "--concurrency", type=int, default=8,
+        help="events handled at once per handler outside the rater and lead queue groups (see studio.app)",
+    )  # fmt: skip
     studio.set_defaults(func=cmd_studio)
 
     imp = commands.add_parser("import", help="import prompts, pairs or demonstrations into a campaign")
@@ -195,10 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--domains", default="", help="comma-separated domains the user is qualified in")
     user.set_defaults(func=cmd_user)
 
-    train = commands.add_parser("train", help="train a model from a recipe: recipes/tiny/dpo.yaml --key value ...")
-    train.add_argument("recipe", help="recipe YAML (see recipes/README.md)")
-    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
-    train.set_defaults(func=cmd_train)
+    erase = commands.add_parser("erase", help="erase a user's data on request (storage.erasure)")
+    erase.add_argument("username")
+    erase.add_argument(
+        "--mode", required=True, choices=["remove", "anonymise"],
+        help="remove: delete their judgments and writing; anonymise: keep them, de-identified",
+    )  # fmt: skip
+    erase.set_defaults(func=cmd_erase)
+
+    _add_training_commands(commands)
     return parser
 
 

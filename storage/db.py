@@ -17,18 +17,22 @@ DEFAULT_DATA_DIR = Path("concord-data")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def default_database_url() -> str:
-    """``CONCORD_DATABASE_URL`` if set, else SQLite under ``./concord-data/`` (``/data`` on a Space with storage)."""
-    if url := os.environ.get("CONCORD_DATABASE_URL"):
-        return url
-    data_dir = Path(os.environ.get("CONCORD_DATA_DIR", DEFAULT_DATA_DIR))
+def data_dir() -> Path:
+    """Where the studio keeps its files: ``$CONCORD_DATA_DIR``, ``./concord-data/``, or ``/data`` on a Space with
+    persistent storage (with a warning on a Space without it: its files are lost when it restarts)."""
+    folder = Path(os.environ.get("CONCORD_DATA_DIR", DEFAULT_DATA_DIR))
     if os.environ.get("SPACE_ID") and "CONCORD_DATA_DIR" not in os.environ:
         if Path("/data").is_dir():
-            data_dir = Path("/data/concord")
+            folder = Path("/data/concord")
         else:
             log.warning("running on a Space without persistent storage: judgments are lost when the Space restarts")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir / 'concord.db'}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def default_database_url() -> str:
+    """``CONCORD_DATABASE_URL`` if set, else SQLite in the data folder (``data_dir``)."""
+    return os.environ.get("CONCORD_DATABASE_URL") or f"sqlite:///{data_dir() / 'concord.db'}"
 
 
 def make_engine(url: str | None = None) -> Engine:

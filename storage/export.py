@@ -2,11 +2,12 @@
 
 Formats are TRL's conversational ones (storage.card.FORMATS). Preference rows also carry pair and prompt ids,
 n_judgments, reasonings, rater pseudonyms and guideline versions (lists in judgment-id order), label_source
-("judgments" | "prior"), agreement (share of current judgments whose sign matches the consensus), confidence (the
-policy's certainty of the direction: storage.quality.consensus.array_consensus), both null for prior labels,
-strength and both_bad (a majority of the judgments flagged both responses bad). Consensus is
-storage.quality.consensus's; with ``exclude_flagged_raters`` the raters storage.quality.flags flags under the
-campaign's calibration settings are left out before it.
+("judgments" | "prior" | "adjudication": a lead's decision, which overrides the consensus), agreement (share of
+current judgments whose sign matches the label), confidence (the policy's certainty of the direction:
+storage.quality.consensus.array_consensus; null for prior and adjudicated labels), strength and both_bad (a majority
+of the judgments flagged both responses bad). Consensus is storage.quality.consensus's; with
+``exclude_flagged_raters`` the raters storage.quality.flags flags under the campaign's calibration settings are left
+out before it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from storage.db import write_session
 from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
 from storage.quality.consensus import POLICIES
-from storage.selection import agreement_figures, calibration_figures, flagged_raters_for, pair_labels
+from storage.selection import agreement_figures, calibration_figures, decisions_for, flagged_raters_for, pair_labels
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,9 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
         "reasonings": _lists(lengths, _take(judgments["reasoning"], judgments["row"][gather])),
         "rater_pseudonyms": _lists(lengths, _pseudonyms(session, judgments["rater_id"][gather])),
         "guideline_versions": _lists(lengths, pa.array(judgments["guideline_version"][gather])),
-        "label_source": pa.array(np.where(labels["from_prior"][kept], "prior", "judgments")),
-        "agreement": pa.array(labels["agreement"][kept], mask=labels["from_prior"][kept]),
-        "confidence": pa.array(labels["confidence"][kept], mask=labels["from_prior"][kept]),
+        "label_source": pa.array(labels["source"][kept]),
+        "agreement": pa.array(labels["agreement"][kept], mask=np.isnan(labels["agreement"][kept])),
+        "confidence": pa.array(labels["confidence"][kept], mask=np.isnan(labels["confidence"][kept])),
         "strength": labels["strength"][kept],
         "both_bad": labels["both_bad"][kept],
     })  # fmt: skip
@@ -215,8 +216,10 @@ def preference_rows(
         own = np.isin(judgments["rater_id"], [rater["rater_id"] for rater in flagged["excluded_raters"]])
         judgments = {name: column if name == "reasoning" else column[~own] for name, column in judgments.items()}
     prior = pairs["prior_preference"].to_numpy().astype(float)  # nulls become NaN
+    decisions = decisions_for(session=session, campaign_id=campaign_id, pair_ids=pairs["id"].to_numpy())
     labels, keep, dropped = pair_labels(judgments, prior, policy=policy, use_prior=use_prior, keep_ties=keep_ties,
-                                        keep_both_bad=keep_both_bad, min_agreement=min_agreement)  # fmt: skip
+                                        keep_both_bad=keep_both_bad, min_agreement=min_agreement,
+                                        decisions=decisions)  # fmt: skip
     is_test = in_test_split(pairs["content_hash"].filter(keep).to_pylist(), test_fraction)
     labels["kept"] = kept = np.flatnonzero(keep)[np.argsort(is_test, kind="stable")]
     held = keep[judgments["pair_index"]]
@@ -226,6 +229,7 @@ def preference_rows(
     figures |= calibration_figures(calibration, pair_ids=pairs["id"].to_numpy(), pair_index=judgments["pair_index"],
                                    rater=judgments["rater_id"], preference=judgments["preference"],
                                    exported_raters=np.unique(raters))  # fmt: skip
+    figures["rows labelled by a lead's adjudication"] = int(labels["adjudicated"][kept].sum())
     return _rows(
         _pair_table(session, campaign_id, pairs, labels, judgments), is_test, pairs=pairs["id"].to_numpy()[kept],
         judgments=judgments["id"][held], raters=raters, versions=judgments["guideline_version"][held],

@@ -1,11 +1,11 @@
-"""Who may work on or run which campaign: campaign membership and consent, as queries."""
+"""Who may work on or run which campaign: campaign membership and consent, as queries, and membership changes."""
 
 from __future__ import annotations
 
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
-from storage.models import Campaign, CampaignMember, Consent, Role, User
+from storage.models import AuditEvent, Campaign, CampaignMember, Consent, Role, User
 
 
 def has_rater_members(*, session: Session, campaign_id: int) -> bool:
@@ -70,3 +70,44 @@ def has_consented(*, session: Session, user_id: int, campaign: Campaign) -> bool
         Consent.user_id == user_id, Consent.campaign_id == campaign.id, Consent.version == campaign.consent_version
     )
     return session.exec(query).first() is not None
+
+
+def campaign_members(*, session: Session, campaign_id: int) -> list[tuple[CampaignMember, User]]:
+    """The campaign's members with their accounts: leads first, then raters, each by username."""
+    query = (
+        select(CampaignMember, User)
+        .join(User, User.id == CampaignMember.user_id)
+        .where(CampaignMember.campaign_id == campaign_id)
+        .order_by(CampaignMember.role, User.username)
+    )
+    return [(member, user) for member, user in session.exec(query)]
+
+
+def set_member(*, session: Session, campaign: Campaign, user: User, role: Role, actor_id: int | None) -> bool:
+    """Make ``user`` a ``role`` member of ``campaign`` (a new member, or a changed role); False when already so."""
+    if role not in (Role.rater, Role.lead):
+        raise ValueError(f"a campaign member is a rater or a lead, not {role!r}")
+    query = select(CampaignMember).where(CampaignMember.campaign_id == campaign.id, CampaignMember.user_id == user.id)
+    member = session.exec(query.with_for_update()).first()
+    if member is not None and member.role == role:
+        return False
+    details = {"user_id": user.id, "role": role, "from": member.role if member else None}
+    if member is None:
+        member = CampaignMember(campaign_id=campaign.id, user_id=user.id)
+    member.role = role
+    session.add(member)
+    session.add(AuditEvent(actor_id=actor_id, action="member.assign", target=campaign.name, details=details))
+    session.flush()
+    return True
+
+
+def remove_member(*, session: Session, campaign: Campaign, user: User, actor_id: int | None) -> None:
+    """Take ``user`` off ``campaign``; ValueError when they are not a member."""
+    query = select(CampaignMember).where(CampaignMember.campaign_id == campaign.id, CampaignMember.user_id == user.id)
+    member = session.exec(query.with_for_update()).first()
+    if member is None:
+        raise ValueError(f"{user.username!r} is not a member of campaign {campaign.name!r}")
+    details = {"user_id": user.id, "role": member.role}
+    session.delete(member)
+    session.add(AuditEvent(actor_id=actor_id, action="member.remove", target=campaign.name, details=details))
+    session.flush()

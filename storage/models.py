@@ -161,6 +161,13 @@ class Campaign(CampaignBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class CampaignPublic(CampaignBase):
+    id: int
+    guidelines_version: int
+    consent_version: int
+    created_at: datetime
+
+
 class Provenance(SQLModel):
     """Where an imported row came from; kept on every row."""
 

@@ -129,16 +129,22 @@ def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now:
     return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k)
 
 
-def calibration_standing(*, session: Session, rater_id: int, campaign: Campaign) -> tuple[int, int]:
-    """(correct, answered) over the rater's last ``campaign.calibration_window`` first answers to calibration items."""
-    rows = session.exec(
+def calibration_standing(
+    *, session: Session, rater_id: int, campaign: Campaign, before: datetime | None = None
+) -> tuple[int, int]:
+    """(correct, answered) over the rater's last ``campaign.calibration_window`` first answers to calibration items
+    (given before ``before``, when set)."""
+    query = (
         select(Judgment.preference, CalibrationItem.expected, CalibrationItem.accepted)
         .join(CalibrationItem, col(CalibrationItem.pair_id) == Judgment.pair_id)
         .join(Pair, col(Pair.id) == Judgment.pair_id)
         # A revision made after seeing the expected answer (training mode) must not lift the score.
         .where(Pair.campaign_id == campaign.id, Judgment.rater_id == rater_id, col(Judgment.supersedes_id).is_(None))
-        .order_by(col(Judgment.server_time).desc(), col(Judgment.id).desc())
-        .limit(campaign.calibration_window)
+    )
+    if before is not None:
+        query = query.where(Judgment.server_time < before)
+    rows = session.exec(
+        query.order_by(col(Judgment.server_time).desc(), col(Judgment.id).desc()).limit(campaign.calibration_window)
     ).all()
     return sum(preference in {expected, *accepted} for preference, expected, accepted in rows), len(rows)
 

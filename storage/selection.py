@@ -1,7 +1,9 @@
 """Which pairs and judgments an export keeps, and what its card and record say of them: the flagged raters left out,
-each pair's consensus label and drop reason, and agreement and calibration figures of exactly the rows kept.
+each pair's label (a lead's adjudication, else the raters' consensus, else the prior) and drop reason, and agreement
+and calibration figures of exactly the rows kept.
 
-Everything but ``flagged_raters_for`` is numpy over the export's arrays; the definitions are storage.quality's.
+Everything but ``flagged_raters_for`` and ``decisions_for`` is numpy over the export's arrays; the definitions are
+storage.quality's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from storage.frames import judgment_frame_for
-from storage.models import Campaign
+from storage.models import Adjudication, Campaign, Pair
 from storage.quality.consensus import array_consensus
 from storage.quality.judgments import DIRECTIONS, SCALE
 
@@ -39,28 +41,66 @@ def flagged_raters_for(*, session: Session, campaign_id: int, calibration: pd.Da
             "flag_settings": {"min_calibration_accuracy": threshold, "calibration_window": window}}  # fmt: skip
 
 
+def decisions_for(*, session: Session, campaign_id: int, pair_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The newest Adjudication of each pair at ``pair_ids`` (sorted ids): ``preference`` (NaN where a pair has none)
+    and ``both_bad``, as ``pair_labels`` takes them."""
+    query = (
+        select(Adjudication.pair_id, Adjudication.preference, Adjudication.both_bad)
+        .join(Pair, Pair.id == Adjudication.pair_id)
+        .where(Pair.campaign_id == campaign_id)
+        .order_by(Adjudication.decided_at, Adjudication.id)
+    )
+    newest = {pair_id: (preference, both_bad) for pair_id, preference, both_bad in session.execute(query)}
+    preference, both_bad = np.full(len(pair_ids), np.nan), np.zeros(len(pair_ids), dtype=bool)
+    if newest:
+        rows = np.searchsorted(pair_ids, np.fromiter(newest, dtype=np.int64))
+        preference[rows] = [decided for decided, _ in newest.values()]
+        both_bad[rows] = [bool(bad) for _, bad in newest.values()]
+    return {"preference": preference, "both_bad": both_bad}
+
+
 def pair_labels(
     judgments: dict, prior: np.ndarray, *, policy: str, use_prior: bool, keep_ties: bool, keep_both_bad: bool,
-    min_agreement: float,
+    min_agreement: float, decisions: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:  # fmt: skip
-    """Per pair: direction, strength, agreement, confidence, n_judgments, both_bad, from_prior (``prior`` is NaN
-    where unknown); which pairs to keep; and how many were dropped, by reason (storage.card.DROPPED)."""
+    """Per pair: direction, strength, agreement, confidence, n_judgments, both_bad, source ("adjudication",
+    "judgments" or "prior"), from_prior and adjudicated (``prior`` is NaN where unknown); which pairs to keep; and
+    how many were dropped, by reason (storage.card.DROPPED).
+
+    A lead's decision (``decisions``, from ``decisions_for``) overrides the consensus: its direction, strength and
+    both-bad flag are the label, the agreement is the share of the judgments whose sign is its direction, it has no
+    confidence figure, and min_agreement never drops it (the lead settled the disagreement); ties and both-bad still
+    drop as for any label.
+    """
     index, n = judgments["pair_index"], len(prior)
     labels = array_consensus(policy, item_index=index, preference=judgments["preference"],
                              rater=judgments["rater_id"], n_items=n)  # fmt: skip
     n_judgments = np.bincount(index, minlength=n)
     from_prior = (n_judgments == 0) & ~np.isnan(prior) & use_prior
+    decided = decisions["preference"] if decisions else np.full(n, np.nan)
+    adjudicated = ~np.isnan(decided)
+    direction = np.where(from_prior, np.sign(np.nan_to_num(prior)), labels["direction"])
+    direction = np.where(adjudicated, np.sign(np.nan_to_num(decided)), direction).astype(np.int64)
+    agrees = np.bincount(index, weights=np.sign(judgments["preference"]) == direction[index], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        agreement = np.where(adjudicated, agrees / n_judgments, labels["agreement"])
+    both_bad = np.bincount(index, weights=judgments["both_bad"], minlength=n) * 2 > n_judgments
     labels |= {
-        "direction": np.where(from_prior, np.sign(np.nan_to_num(prior)), labels["direction"]).astype(np.int64),
-        "strength": np.where(from_prior, np.abs(prior), labels["strength"]),
+        "direction": direction,
+        "strength": np.where(adjudicated, np.abs(decided), np.where(from_prior, np.abs(prior), labels["strength"])),
+        "agreement": agreement,
+        "confidence": np.where(adjudicated, np.nan, labels["confidence"]),
         "n_judgments": n_judgments,
-        "both_bad": np.bincount(index, weights=judgments["both_bad"], minlength=n) * 2 > n_judgments,
-        "from_prior": from_prior,
+        "both_bad": np.where(adjudicated, decisions["both_bad"] if decisions else False, both_bad),
+        "source": np.where(adjudicated, "adjudication", np.where(from_prior, "prior", "judgments")),
+        "from_prior": from_prior & ~adjudicated,
+        "adjudicated": adjudicated,
     }
-    labelled = (n_judgments > 0) | from_prior
+    labelled = (n_judgments > 0) | from_prior | adjudicated
     bad = labelled & labels["both_bad"] & (not keep_both_bad)
     tie = labelled & ~bad & (labels["direction"] == 0) & (not keep_ties)
-    low = labelled & ~bad & ~tie & (labels["agreement"] < min_agreement)  # NaN, a prior label's, is never below
+    # NaN agreement (a prior label's) is never below; an adjudicated pair is never dropped for it.
+    low = labelled & ~bad & ~tie & ~adjudicated & (labels["agreement"] < min_agreement)
     dropped = {"unlabelled": ~labelled, "both_bad": bad, "tie": tie, "low_agreement": low}
     return labels, labelled & ~bad & ~tie & ~low, {reason: int(mask.sum()) for reason, mask in dropped.items()}
 

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage import members
 from storage.accounts import authenticate
 from storage.db import write_session
-from storage.models import Campaign, Role, User
+from storage.models import AuditEvent, Campaign, Role, User
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,36 @@ class Service:
         if user_id is None:
             raise PermissionDenied("Log in with an active account.")
         return user_id
+
+    def user_for_hf(self, hf_username: str | None) -> int:
+        """The id of the active user an admin linked to this Hugging Face account; none is ever created here."""
+        if not (hf_username or "").strip():
+            raise PermissionDenied("Sign in with Hugging Face first.")
+        with Session(self.engine) as session:
+            query = select(User.id).where(func.lower(User.hf_username) == hf_username.strip().lower(), User.active)
+            user_id = session.exec(query).first()
+        if user_id is None:
+            raise PermissionDenied(
+                f"The Hugging Face account {hf_username!r} is not linked to an active Concord user: "
+                "ask an admin to add you."
+            )
+        return user_id
+
+    def link_first_admin(self, hf_username: str) -> bool:
+        """Link the first admin to this Hugging Face account, unless someone already has it: how a Space that signs
+        in with HF gets its first user (``CONCORD_ADMIN_HF_USERNAME``). True when it linked."""
+
+        def action(session: Session) -> bool:
+            taken = select(User.id).where(func.lower(User.hf_username) == hf_username.strip().lower())
+            admin = select(User).where(User.role == Role.admin, col(User.hf_username).is_(None)).order_by(User.id)
+            if session.exec(taken).first() is not None or (user := session.exec(admin).first()) is None:
+                return False
+            user.hf_username = hf_username.strip()
+            details = {"hf_username": user.hf_username}
+            session.add(AuditEvent(action="user.link_hf", target=user.username, details=details))
+            return True
+
+        return self._transaction(action)
 
     @staticmethod
     def _active_user(session: Session, user_id: int) -> User:

@@ -1,29 +1,92 @@
-"""The studio: `build_app(service)` lays out the tabs; every decision lives in the service."""
+"""The studio: `build_app(service)` lays out the tabs; every decision lives in the service.
+
+Start it with `launch_studio(service, ...)`, as launch.py and the tests do: Gradio 6 takes a page's script, styles
+and login in `launch()`, not in `gr.Blocks()`, so `LAUNCH_KWARGS` carries the rater script (drafts, keyboard
+shortcuts, paste events: static/studio.js) and styles to it. Off Spaces the login is Gradio's password form; on a
+Space with `hf_oauth: true` it is Hugging Face OAuth (studio.login).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
 
-from studio.service import StudioService
+from storage.db import data_dir
+from studio.leads import LeadService
+from studio.login import current_user, hf_oauth_enabled
+from studio.service import PermissionDenied, StudioService
 from studio.tabs.compare import build_compare_tab
+from studio.tabs.lead import build_lead_tabs, lead_visibility
+from studio.tabs.rater import RATER_EVENTS
 from studio.tabs.write import build_write_tab
 
+log = logging.getLogger(__name__)
 
-def build_app(service: StudioService) -> gr.Blocks:
-    """The rater studio; the user is the one Gradio's login resolved (``request.username``)."""
+STATIC = Path(__file__).parent / "static"
+LAUNCH_KWARGS: dict[str, Any] = {
+    "head": f"<script>{(STATIC / 'studio.js').read_text(encoding='utf-8')}</script>",
+    "css": (STATIC / "studio.css").read_text(encoding="utf-8"),
+    # Gradio's run history keeps every call's inputs and outputs (prompts, reasoning) in the browser and can replay
+    # them: not on a machine raters may share, and never a second submit by replay.
+    "run_history": False,
+}
+DEFAULT_CONCURRENCY = 8
+
+
+def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
+    """The studio, queued: rater tabs for everyone, Lead and Users tabs shown by role; the user is the one the login
+    resolved (``studio.login.current_user``). Exports made in the studio are written under ``exports_dir``."""
+    leads = LeadService(service.engine)
     with gr.Blocks(title="Concord") as app:
-        with gr.Row():
-            gr.Markdown("## Concord")
-            campaign = gr.Dropdown(label="Campaign", choices=[], interactive=True, scale=2)
+        with gr.Row(equal_height=True, elem_id="concord-header"):
+            gr.Markdown("## Concord", scale=1)
+            whoami = gr.Markdown(elem_id="concord-user", scale=2)
+            if hf_oauth_enabled():
+                gr.LoginButton(scale=1)
+            campaign = gr.Dropdown(
+                label="Campaign", show_label=False, container=False, choices=[], scale=2, elem_id="concord-campaign"
+            )
         with gr.Tabs():
-            with gr.Tab("Compare", id="compare"):
-                build_compare_tab(service, campaign)
-            with gr.Tab("Write", id="write"):
-                build_write_tab(service, campaign)
+            with gr.Tab("Compare", id="compare") as compare:
+                build_compare_tab(service, campaign, compare)
+            with gr.Tab("Write", id="write") as write:
+                build_write_tab(service, campaign, write)
+            lead_tabs = build_lead_tabs(leads, exports_dir)
 
-        def on_load(request: gr.Request):
-            choices = service.campaigns_for(request.username)
-            return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+        def on_load(request: gr.Request, profile: gr.OAuthProfile | None):
+            try:
+                user_id = current_user(service, request, profile)
+                choices = service.campaigns_for(user_id=user_id)
+            except PermissionDenied as refused:
+                return {whoami: str(refused), campaign: gr.Dropdown(choices=[], value=None)}
+            name = request.username or (profile.username if profile else "")
+            first = choices[0][1] if choices else None
+            return {
+                whoami: f"Signed in as **{name}** · campaign:",
+                campaign: gr.Dropdown(choices=choices, value=first),
+                **lead_visibility(leads, user_id, lead_tabs),
+            }
 
-        app.load(on_load, outputs=campaign, api_name="campaigns")
+        app.load(on_load, outputs=[whoami, campaign, *lead_tabs], api_name="campaigns", **RATER_EVENTS)
+    # Rater events share one queue group ("rater", RATER_EVENTS) and lead events another ("lead", two at a time), so
+    # a judgment submit never waits behind a slow quality report or export; any other event runs `concurrency` at once.
+    return app.queue(default_concurrency_limit=concurrency)
+
+
+def launch_studio(
+    service: StudioService, *, concurrency: int = DEFAULT_CONCURRENCY, **launch_kwargs: Any
+) -> gr.Blocks:
+    """Build, queue and launch the studio with its script, styles and login; returns the running app."""
+    exports_dir = data_dir() / "exports"
+    app = build_app(service, exports_dir=exports_dir, concurrency=concurrency)
+    if hf_oauth_enabled() and (first_admin := os.environ.get("CONCORD_ADMIN_HF_USERNAME", "").strip()):
+        if service.link_first_admin(first_admin):
+            log.info("linked the first admin to the Hugging Face account %r", first_admin)
+    auth = None if hf_oauth_enabled() else service.check_login
+    # Gradio serves downloads only from allowed folders: the export zips live in the data folder.
+    app.launch(auth=auth, show_error=True, allowed_paths=[str(exports_dir)], **LAUNCH_KWARGS, **launch_kwargs)
     return app

@@ -11,12 +11,18 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from storage import members, queue
+from storage import members, progress, queue
 from storage.models import (
     Assignment,
+    CalibrationItem,
+    CalibrationKind,
+    CalibrationMode,
+    Campaign,
+    Consent,
     DemonstrationCreate,
+    Judgment,
     Pair,
     Prompt,
     Response,
@@ -31,9 +37,31 @@ from studio.validation import (
     ValidationFailed,
     check_claims,
     check_client_time,
+    check_paste_events,
+    flip,
     judgment_create,
     message,
 )
+
+__all__ = [
+    "CalibrationFeedback",
+    "ConsentRequired",
+    "JudgmentResult",
+    "PairTask",
+    "PermissionDenied",
+    "Progress",
+    "PromptTask",
+    "StudioService",
+    "ValidationFailed",
+]
+
+
+class ConsentRequired(PermissionDenied):
+    """The rater has not yet accepted this version of the campaign's consent text; it comes with the refusal."""
+
+    def __init__(self, campaign_id: int, text: str, version: int) -> None:
+        super().__init__("Read and accept this campaign's consent first.")
+        self.campaign_id, self.text, self.version = campaign_id, text, version
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,58 @@ class PromptTask:
     guidelines_version: int
 
 
+@dataclass(frozen=True)
+class CalibrationFeedback:
+    """After a calibration item in training mode: the expected answer, in display terms like the rater's own."""
+
+    expected: int  # -2 left much better .. 2 right much better
+    accepted: list[int]  # every answer that counts as correct, display terms
+    answer_accepted: bool
+    explanation: str  # written by a lead, who speaks of responses A and B
+    a_on_left: bool  # where response A was shown, to read the explanation by
+
+
+@dataclass(frozen=True)
+class JudgmentResult:
+    judgment_id: int
+    feedback: CalibrationFeedback | None = None  # only for a calibration item in a campaign in training mode
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One rater's own figures in one campaign. Campaign and calibration figures are ``as_of`` a time when set."""
+
+    judged_today: int  # since 00:00 UTC
+    judged_total: int
+    written_today: int
+    written_total: int
+    judgments_collected: int  # every rater's, on regular pairs
+    judgments_needed: int  # regular pairs x overlap_k
+    demonstrations_collected: int
+    demonstrations_needed: int  # prompts x overlap_k
+    calibration_correct: int
+    calibration_answered: int  # over the rater's last `calibration_window` calibration answers
+    calibration_window: int
+    as_of: datetime | None  # None: live
+
+
+def _feedback(session: Session, campaign: Campaign, judgment: Judgment) -> CalibrationFeedback | None:
+    """Training mode shows a calibration item's answer after the submit; audit mode and repeat items never do."""
+    if campaign.calibration_mode != CalibrationMode.training:
+        return None
+    item = session.exec(select(CalibrationItem).where(CalibrationItem.pair_id == judgment.pair_id)).first()
+    # A repeat item measures consistency when it comes back: revealing its answer would spoil the second showing.
+    if item is None or item.kind == CalibrationKind.repeat:
+        return None
+    return CalibrationFeedback(
+        expected=flip(item.expected, judgment.left),
+        accepted=sorted(flip(value, judgment.left) for value in {item.expected, *item.accepted}),
+        answer_accepted=judgment.preference in {item.expected, *item.accepted},
+        explanation=item.explanation,
+        a_on_left=judgment.left == Side.a,
+    )
+
+
 class StudioService(Service):
     """The raters' actions. Each public method is one transaction, retried on PostgreSQL conflicts."""
 
@@ -71,18 +151,70 @@ class StudioService(Service):
             raise ValidationFailed("This item was already submitted; ask for the next one.")
         return assignment
 
-    def campaigns_for(self, username: str | None) -> list[tuple[str, int]]:
-        """(name, id) of the campaigns this user can work in."""
-        user_id = self.user_id(username)
+    def _consented_rater_in(self, session: Session, rater_id: int, campaign_id: int) -> tuple[User, Campaign]:
+        user, campaign = self._rater_in(session, rater_id, campaign_id)
+        if not members.has_consented(session=session, user_id=user.id, campaign=campaign):
+            raise ConsentRequired(campaign.id, campaign.consent_text, campaign.consent_version)
+        return user, campaign
+
+    def campaigns_for(self, username: str | None = None, *, user_id: int | None = None) -> list[tuple[str, int]]:
+        """(name, id) of the campaigns this user (by login name, or by id) can work in."""
+        user_id = self.user_id(username) if user_id is None else user_id
         with Session(self.engine) as session:
             user = session.get(User, user_id)
+            if user is None or not user.active:
+                raise PermissionDenied("This account is not active; ask a lead to reactivate it.")
             return [(c.name, c.id) for c in members.rateable_campaigns(session=session, user=user)]
+
+    def accept_consent(self, rater_id: int, campaign_id: int, version: int) -> None:
+        """Record that the rater accepted the campaign's consent text; ``version`` must be the current one."""
+
+        def action(session: Session) -> None:
+            user, campaign = self._rater_in(session, rater_id, campaign_id)
+            if version != campaign.consent_version:
+                raise ValidationFailed(
+                    f"The consent text changed (now version {campaign.consent_version}, you read version "
+                    f"{version}): read it again before accepting."
+                )
+            if not members.has_consented(session=session, user_id=user.id, campaign=campaign):
+                session.add(Consent(user_id=user.id, campaign_id=campaign.id, version=version, at=utcnow()))
+
+        self._transaction(action)
+
+    def progress(self, rater_id: int, campaign_id: int) -> Progress:
+        """The rater's own progress line. In audit mode campaign and calibration figures stop at 00:00 UTC: a figure
+        that moved right after a submit would tell the rater that the item was a calibration item."""
+        now = utcnow()
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        with Session(self.engine) as session:
+            _, campaign = self._rater_in(session, rater_id, campaign_id)
+            as_of = today if campaign.calibration_mode == CalibrationMode.audit else None
+            mine = {"session": session, "rater_id": rater_id, "campaign_id": campaign.id}
+            judged = progress.judgment_coverage(session=session, campaign=campaign, before=as_of)
+            written = progress.demonstration_coverage(session=session, campaign=campaign, before=as_of)
+            correct, answered = queue.calibration_standing(
+                session=session, rater_id=rater_id, campaign=campaign, before=as_of
+            )
+            return Progress(
+                judged_today=progress.count_judged(**mine, since=today),
+                judged_total=progress.count_judged(**mine),
+                written_today=progress.count_written(**mine, since=today),
+                written_total=progress.count_written(**mine),
+                judgments_collected=judged[0],
+                judgments_needed=judged[1],
+                demonstrations_collected=written[0],
+                demonstrations_needed=written[1],
+                calibration_correct=correct,
+                calibration_answered=answered,
+                calibration_window=campaign.calibration_window,
+                as_of=as_of,
+            )
 
     def next_pair(self, rater_id: int, campaign_id: int) -> PairTask | None:
         """The pair this rater should judge now (the same one after a reload), or None when nothing is left."""
 
         def action(session: Session) -> PairTask | None:
-            user, campaign = self._rater_in(session, rater_id, campaign_id)
+            user, campaign = self._consented_rater_in(session, rater_id, campaign_id)
             assignment = queue.next_pair_assignment(
                 session=session, user=user, campaign=campaign, rng=self.rng, now=utcnow(), lease=self.lease
             )
@@ -109,7 +241,7 @@ class StudioService(Service):
         """The prompt this rater should write a response for, or None when nothing is left."""
 
         def action(session: Session) -> PromptTask | None:
-            user, campaign = self._rater_in(session, rater_id, campaign_id)
+            user, campaign = self._consented_rater_in(session, rater_id, campaign_id)
             assignment = queue.next_prompt_assignment(
                 session=session, user=user, campaign=campaign, now=utcnow(), lease=self.lease
             )
@@ -127,10 +259,10 @@ class StudioService(Service):
 
         return self._transaction(action)
 
-    def submit_judgment(self, rater_id: int, assignment_id: int, answer: JudgmentAnswer) -> int:
-        """Store the rater's judgment of the pair assigned to them."""
+    def submit_judgment(self, rater_id: int, assignment_id: int, answer: JudgmentAnswer) -> JudgmentResult:
+        """Store the rater's judgment of the pair assigned to them; in training mode a calibration item answers."""
 
-        def action(session: Session) -> int:
+        def action(session: Session) -> JudgmentResult:
             assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
             campaign = self._campaign(session, assignment.campaign_id)
             judgment = judgment_create(campaign, answer, pair_id=assignment.pair_id, left=assignment.left)
@@ -142,7 +274,7 @@ class StudioService(Service):
                 now=utcnow(),
                 assignment=assignment,
             )
-            return row.id
+            return JudgmentResult(judgment_id=row.id, feedback=_feedback(session, campaign, row))
 
         return self._transaction(action)
 
@@ -200,7 +332,7 @@ class StudioService(Service):
                     draft_response_id=draft.id if draft else None,
                     claims=checked_claims,
                     time_on_task_s=time_on_task_s,
-                    paste_events=paste_events,
+                    paste_events=check_paste_events(paste_events),
                     client_time=client_time,
                 )
             except ValidationError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,9 +33,16 @@ class JudgmentAnswer:
     client_time: datetime | None = None
 
 
+def flip(choice: int, left: str) -> int:
+    """Display terms to stored terms and back: display -2 means "left much better", stored -2 "A much better"."""
+    return choice if left == Side.a else -choice
+
+
 def check_judgment(campaign: Campaign, answer: JudgmentAnswer) -> str:
     """Raise ValidationFailed for the first problem; return the reasoning as stored."""
     choice, criteria, confidence = answer.choice, answer.criteria, answer.confidence
+    if choice is None:
+        raise ValidationFailed("Choose which response is better (or Tie).")
     if isinstance(choice, bool) or choice not in PREFERENCE_SCALE:
         raise ValidationFailed(f"Choose a preference from -2 to 2 (got {choice!r}).")
     if not isinstance(answer.both_bad, bool):
@@ -67,8 +75,7 @@ def judgment_create(
     try:
         return JudgmentCreate(
             pair_id=pair_id,
-            # Display -2 means "left much better"; stored -2 means "A much better".
-            preference=answer.choice if left == Side.a else -answer.choice,
+            preference=flip(answer.choice, left),
             both_bad=answer.both_bad,
             criteria=answer.criteria,
             reasoning=reasoning,
@@ -102,3 +109,44 @@ def check_claims(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raise ValidationFailed(f"Claim {number} ({claim.claim!r}) is marked verified: add the source you checked.")
         checked.append(claim.model_dump(mode="json"))
     return checked
+
+
+def claims_from_rows(rows: list[list[Any]] | None) -> list[dict[str, Any]]:
+    """The claim editor's rows (claim, status, source) as claim dicts; blank rows are dropped, nothing else is."""
+    claims = []
+    for row in rows or []:
+        claim, status, source = (str(cell).strip() if cell is not None else "" for cell in [*row, "", "", ""][:3])
+        if claim or status or source:
+            claims.append({"claim": claim, "status": status.lower(), "source": source or None})
+    return claims
+
+
+MAX_PASTE_EVENTS = 1000
+
+
+def check_paste_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paste events as the browser records them: ``{"at": ISO-8601 time with a zone, "chars": pasted characters}``."""
+    if not isinstance(events, list) or len(events) > MAX_PASTE_EVENTS:
+        raise ValidationFailed(f"Paste events must be a list of at most {MAX_PASTE_EVENTS} events.")
+    checked = []
+    for number, event in enumerate(events, start=1):
+        at, chars = (event.get("at"), event.get("chars")) if isinstance(event, dict) else (None, None)
+        try:
+            zoned = datetime.fromisoformat(at).utcoffset() is not None if isinstance(at, str) else False
+        except ValueError:
+            zoned = False
+        if not zoned or isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
+            raise ValidationFailed(
+                f"Paste event {number} must be {{'at': an ISO time with a zone, 'chars': a count}}; got {event!r}."
+            )
+        checked.append({"at": at, "chars": chars})
+    return checked
+
+
+def read_paste_events(text: str | None) -> list[dict[str, Any]]:
+    """The paste events the browser wrote (JSON) into the write form."""
+    try:
+        events = json.loads(text) if (text or "").strip() else []
+    except json.JSONDecodeError as error:
+        raise ValidationFailed(f"Paste events are not valid JSON: {error}.") from None
+    return check_paste_events(events)

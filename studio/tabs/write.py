@@ -1,4 +1,11 @@
-"""Write: an SFT demonstration for a prompt, with claim-level verification of its facts."""
+"""Write: an SFT demonstration for a prompt, with claim-level verification of its facts.
+
+The rater may start from a model draft, lists each factual claim of the response and marks it verified (with a
+source), unverifiable or false; a claim marked false blocks the submit. Time on task and paste events (when, and how
+many characters; recorded by static/studio.js in a hidden field) go with the demonstration.
+
+Keyboard: Ctrl+Enter (Cmd+Enter) submits, N next prompt (outside text fields), G opens the guidelines.
+"""
 
 from __future__ import annotations
 
@@ -6,66 +13,118 @@ import time
 
 import gradio as gr
 
-from studio.service import StudioService, ValidationFailed
+from studio.login import current_user
+from studio.service import Progress, PromptTask, StudioService
+from studio.tabs.consent import ConsentPanel
+from studio.tabs.events import shown_to_user
+from studio.tabs.rater import (
+    SAVE_JS,
+    RaterHeader,
+    TaskSlots,
+    as_chat,
+    keep_drafts,
+    prompt_view,
+    refused_submit,
+    wire_loading,
+)
+from studio.validation import claims_from_rows, read_paste_events
 
-CLAIM_COLUMNS = ["claim", "status (verified / unverifiable / false)", "source"]
+CLAIM_COLUMNS = ["claim", "status", "source"]
+BLANK_CLAIMS = [["", "", ""] for _ in range(3)]
+KEYS = "Keys: **Ctrl+Enter** submit · **N** next prompt · **G** guidelines"
 
 
-def build_write_tab(service: StudioService, campaign: gr.Dropdown) -> None:
-    task = gr.State(None)  # (PromptTask, shown_at)
-    status = gr.Markdown("Pick a campaign and press *Next prompt*.")
-    prompt = gr.Chatbot(label="Prompt", height=220)
-    response = gr.Textbox(label="Your response", lines=10, placeholder="Write the response you would want to see.")
-    claims = gr.Dataframe(
-        headers=CLAIM_COLUMNS,
-        datatype=["str", "str", "str"],
-        row_count=1,
-        column_count=(3, "fixed"),
-        label="Factual claims in your response, each verified with a source, unverifiable, or false",
-        interactive=True,
-    )
+def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) -> None:
+    """The Write tab; ``tab`` is the ``gr.Tab`` it is built in (opening it leases the rater's prompt)."""
+    task = gr.State(None)  # (PromptTask, shown_at, draft key)
+    header = RaterHeader("write")
+    consent = ConsentPanel("write")
+    status = gr.Markdown("Open this tab to get a prompt.", elem_id="write-status")
+    with gr.Column(visible=False, elem_id="write-task") as body:
+        prompt = prompt_view("write-prompt")
+        with gr.Accordion("Model draft", open=False, visible=False, elem_id="write-draft") as draft_box:
+            draft = gr.Textbox(show_label=False, lines=6, max_lines=30, interactive=False, elem_id="write-draft-text")
+        use_draft = gr.Button("Start from the model draft", size="sm", visible=False, elem_id="write-use-draft")
+        response = gr.Textbox(
+            label="Your response",
+            lines=8,
+            max_lines=30,
+            placeholder="Write the response you would want to see.",
+            elem_id="write-editor",
+        )
+        claims = gr.Dataframe(
+            value=BLANK_CLAIMS,
+            headers=CLAIM_COLUMNS,
+            datatype="str",
+            type="array",
+            row_count=3,
+            column_count=3,
+            column_widths=["55%", "15%", "30%"],
+            interactive=True,
+            label="Factual claims in your response, one a row · status: verified (give the source), unverifiable, "
+            "or false (a false claim blocks the submit: correct or remove it)",
+            elem_id="write-claims",
+        )
     with gr.Row():
-        next_button = gr.Button("Next prompt")
-        submit = gr.Button("Submit", variant="primary")
+        next_button = gr.Button("Next prompt", elem_id="write-next")
+        submit = gr.Button("Submit", variant="primary", visible=False, elem_id="write-submit")
+    gr.Markdown(KEYS, elem_classes="concord-keys")
+    key = gr.Textbox(visible="hidden", elem_id="write-draft-key")
+    sent = gr.Textbox(visible="hidden", elem_id="write-sent")
+    pastes = gr.Textbox(value="[]", visible="hidden", elem_id="write-pastes")
+    slots = TaskSlots("demonstration", task, status, body, submit, key, header, consent)
 
-    def show(prompt_task) -> dict:
-        if prompt_task is None:
-            return {task: None, status: "No prompt needs a demonstration right now.", prompt: [], response: ""}
-        return {
-            task: (prompt_task, time.monotonic()),
-            prompt: prompt_task.messages,
-            status: "Starting from a model draft: edit it freely." if prompt_task.draft else "Write from scratch.",
-            response: prompt_task.draft or "",
-            claims: [["", "", ""]],
-        }
+    def show(rater: int, prompt_task: PromptTask, progress: Progress) -> dict:
+        has_draft = bool(prompt_task.draft)
+        drafting = {draft_box: gr.Accordion(visible=has_draft), use_draft: gr.Button(visible=has_draft)}
+        fields = {prompt: as_chat(prompt_task.messages), draft: prompt_task.draft or "", response: ""}
+        fields |= {claims: BLANK_CLAIMS, pastes: "[]"}
+        shown = slots.task(prompt_task, rater, progress, prompt_task.guidelines, prompt_task.guidelines_version)
+        return shown | drafting | fields
 
-    def on_next(campaign_id, request: gr.Request):
-        if campaign_id is None:
-            raise gr.Error("Pick a campaign first.")
-        return show(service.next_prompt(service.user_id(request.username), campaign_id))
+    outputs = [task, status, body, submit, prompt, draft_box, draft, use_draft, response, claims, pastes, key]
+    outputs += [*header.outputs, *consent.outputs]
+    load = wire_loading(
+        service,
+        slots,
+        fetch=service.next_prompt,
+        show=show,
+        controls=(campaign, tab, next_button),
+        outputs=outputs,
+        noun="prompt",
+        on_campaign_change=False,
+    )
 
-    def on_submit(current, campaign_id, text, claim_rows, request: gr.Request):
+    def on_use_draft(current, text):
+        if current is None or not current[0].draft:
+            raise gr.Error("This prompt has no model draft.")
+        if (text or "").strip():
+            raise gr.Error("Your response is not empty: clear it first to start from the model draft.")
+        return current[0].draft
+
+    def on_submit(current, campaign_id, text, rows, paste_json, request: gr.Request, profile: gr.OAuthProfile | None):
         if current is None:
             raise gr.Error("There is no prompt on screen: press Next prompt.")
-        prompt_task, shown_at = current
-        rows = claim_rows.values.tolist() if hasattr(claim_rows, "values") else claim_rows
-        listed = [{"claim": c, "status": s.strip().lower(), "source": src or None} for c, s, src in rows if c]
-        rater = service.user_id(request.username)
-        try:
+        prompt_task, shown_at, submitted = current
+        with shown_to_user():
+            rater = current_user(service, request, profile)
+        with refused_submit():
+            claimed, pasted = claims_from_rows(rows), read_paste_events(paste_json)
             service.submit_demonstration(
-                rater,
-                prompt_task.assignment_id,
-                text=text,
-                claims=listed,
-                time_on_task_s=time.monotonic() - shown_at,
-                paste_events=[],
-            )
-        except ValidationFailed as error:
-            raise gr.Error(str(error)) from error
-        return show(service.next_prompt(rater, campaign_id))
+                rater, prompt_task.assignment_id, text=text, claims=claimed,
+                time_on_task_s=time.monotonic() - shown_at, paste_events=pasted,
+            )  # fmt: skip
+        with shown_to_user():
+            return load(rater, campaign_id, None) | {sent: submitted}
 
-    outputs = [task, status, prompt, response, claims]
-    next_button.click(on_next, inputs=campaign, outputs=outputs, api_name="next_prompt")
+    fields = [response, claims, pastes]
+    drafted = use_draft.click(on_use_draft, [task, response], response, api_name="use_draft", **slots.events())
+    drafted.then(None, inputs=[key, *fields], js=SAVE_JS)
     submit.click(
-        on_submit, inputs=[task, campaign, response, claims], outputs=outputs, api_name="submit_demonstration"
+        on_submit,
+        inputs=[task, campaign, *fields],
+        outputs=[*outputs, sent],
+        api_name="submit_demonstration",
+        **slots.events(),
     )
+    keep_drafts(key, sent, fields)

@@ -15,6 +15,7 @@ from storage.db import write_session
 from storage.export import export_campaign
 from storage.frames import calibration_frame_for, judgment_frame_for
 from storage.models import (
+    Adjudication,
     AuditEvent,
     CalibrationItem,
     Campaign,
@@ -399,6 +400,31 @@ def test_min_agreement_drops_exactly_the_pairs_below_it(engine, tmp_path, seeded
     assert "dropped, pairs whose agreement is below min_agreement: 1" in card and "- min_agreement: 0.7" in card
     _, boundary = export(engine, tmp_path, "boundary", min_agreement=2 / 3)
     assert "b wins" in case_rows(seeded, boundary)  # agreement 2/3 is not below 2/3
+
+
+def test_the_newest_adjudication_overrides_the_consensus(engine, tmp_path, seeded):
+    pairs = seeded["pairs"]
+    with write_session(engine) as s, s.begin():
+        s.add_all([
+            Adjudication(pair_id=pairs["b wins"], preference=2, note="first thought"),
+            Adjudication(pair_id=pairs["b wins"], preference=-1, note="on reflection A"),  # newest wins
+            Adjudication(pair_id=pairs["tie"], preference=2, note="B is right"),
+            Adjudication(pair_id=pairs["a wins"], preference=-2, both_bad=True, note="both wrong"),
+            Adjudication(pair_id=pairs["unlabelled"], preference=1, note="nobody judged it"),
+        ])  # fmt: skip
+    result, dataset = export(engine, tmp_path, min_agreement=0.9)
+    rows = case_rows(seeded, dataset)
+    # "a wins" was adjudicated both bad; min_agreement drops no adjudicated pair, though "b wins" agrees 1/3.
+    assert set(rows) == {"b wins", "tie", "unlabelled", "one bad", "prior"}
+    b_wins = rows["b wins"]
+    assert b_wins["chosen"][0]["content"] == "b wins A" and b_wins["label_source"] == "adjudication"
+    assert b_wins["strength"] == 1 and b_wins["agreement"] == pytest.approx(1 / 3) and b_wins["confidence"] is None
+    assert rows["tie"]["chosen"][0]["content"] == "tie B" and rows["tie"]["agreement"] == 0
+    assert rows["unlabelled"]["n_judgments"] == 0 and rows["unlabelled"]["agreement"] is None
+    assert rows["prior"]["label_source"] == "prior"
+    facts = json.loads((result.out_dir / "export.json").read_text())
+    assert facts["figures"]["rows labelled by a lead's adjudication"] == 3
+    assert "rows labelled by a lead's adjudication: 3" in (result.out_dir / "README.md").read_text()
 
 
 def test_exclude_flagged_raters_leaves_their_judgments_out_before_consensus(engine, tmp_path, quality):

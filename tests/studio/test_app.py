@@ -1,52 +1,145 @@
 """The studio through its HTTP API, as gradio_client (or any script) reaches it: what a rater can and cannot do."""
 
+import json
+from types import SimpleNamespace
+
+import gradio as gr
 import pytest
 from gradio_client import Client
 from sqlmodel import Session, select
 
 from storage.accounts import create_user
+from storage.db import write_session
 from storage.demo import seed_demo
-from storage.models import Demonstration, Judgment, User, UserCreate
-from studio.app import build_app
-from studio.service import StudioService
+from storage.models import CalibrationItem, Campaign, Consent, Demonstration, Judgment, Pair, Prompt, User, UserCreate
+from studio.app import launch_studio
+from studio.login import current_user, hf_oauth_enabled
+from studio.service import PermissionDenied, StudioService
+from studio.tabs.rater import as_chat
 
-CRITERIA = [4, 4, 4, 3, 3, 3]  # the demo rubric has three criteria; the rest are hidden sliders
+CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]  # the demo rubric has three criteria; the rest are hidden sliders
+REASONING = "The left answer is correct and explains collisions."
+STATUS, PROMPT, LEFT, RIGHT = 0, 1, 2, 3  # next_pair's first outputs (gradio_client leaves out states and layout)
+CLAIM_HEADERS = ["claim", "status", "source"]
 
 
 @pytest.fixture
 def studio(sqlite_engine):
     seed_demo(sqlite_engine)
-    with Session(sqlite_engine) as session, session.begin():
+    with write_session(sqlite_engine) as session, session.begin():
         create_user(session=session, user=UserCreate(username="ada", password="password1"))
-    service = StudioService(sqlite_engine)
-    app = build_app(service)
-    app.queue()
-    _, url, _ = app.launch(prevent_thread_lock=True, auth=service.check_login, quiet=True, show_error=True)
-    yield url
+    app = launch_studio(StudioService(sqlite_engine), prevent_thread_lock=True, quiet=True)
+    yield app.local_url
     app.close()
 
 
-def test_a_rater_judges_and_writes_through_the_api(studio, sqlite_engine):
-    rater = Client(studio, auth=("ada", "password1"), verbose=False)
-    (campaign,) = [value for _, value in rater.predict(api_name="/campaigns")["choices"]]
-    shown = rater.predict(campaign, api_name="/next_pair")
-    assert shown[2] and shown[3] and shown[2] != shown[3]  # two responses, left and right
+def demo_campaign(engine, **fields) -> None:
+    with write_session(engine) as session, session.begin():
+        campaign = session.exec(select(Campaign)).one()
+        for name, value in fields.items():
+            setattr(campaign, name, value)
+
+
+def log_in(url: str) -> tuple[Client, int]:
+    rater = Client(url, auth=("ada", "password1"), verbose=False)
+    whoami, dropdown = rater.predict(api_name="/campaigns")
+    (campaign,) = [value for _, value in dropdown["choices"]]
+    assert whoami == "Signed in as **ada** · campaign:"
+    return rater, campaign
+
+
+def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_engine):
+    rater, campaign = log_in(studio)
+    asked = rater.predict(campaign, api_name="/next_pair")
+    assert "stored and exported under a pseudonym" in json.dumps(asked)
+    assert asked[LEFT] == asked[RIGHT] == {"__type__": "update"}  # no response is sent before the consent
+    with pytest.raises(Exception, match="There is no item on screen"):
+        rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
+    shown = rater.predict(campaign, api_name="/accept_consent_pair")
+    assert shown[LEFT] and shown[RIGHT] and shown[LEFT] != shown[RIGHT]
     with pytest.raises(Exception, match="Reasoning needs at least 30 characters"):
         rater.predict(campaign, -1, False, *CRITERIA, "too short", 4, api_name="/submit_judgment")
-    rater.predict(campaign, -1, False, *CRITERIA, "The left answer is correct and explains collisions.", 4,
-                  api_name="/submit_judgment")  # fmt: skip
+    rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
     rater.predict(campaign, api_name="/next_prompt")
-    claims = {"headers": ["claim", "status", "source"], "data": [["Tests catch regressions", "verified", "team wiki"]]}
-    rater.predict(campaign, "Tests pin down behaviour before a refactor changes it.", claims,
+    false_claim = {"headers": CLAIM_HEADERS, "data": [["Tests prove code correct", "false", ""]]}
+    with pytest.raises(Exception, match="marked false: correct or remove it"):
+        rater.predict(campaign, "Tests prove code correct.", false_claim, "[]", api_name="/submit_demonstration")
+    claims = {"headers": CLAIM_HEADERS, "data": [["Tests catch regressions", "Verified", "team wiki"], ["", "", ""]]}
+    pastes = '[{"at": "2025-01-01T10:00:00.000Z", "chars": 42}]'
+    rater.predict(campaign, "Tests pin down behaviour before a refactor changes it.", claims, pastes,
                   api_name="/submit_demonstration")  # fmt: skip
     with Session(sqlite_engine) as session:
         ada = session.exec(select(User).where(User.username == "ada")).one()
         (judgment,) = session.exec(select(Judgment)).all()
         (demonstration,) = session.exec(select(Demonstration).where(Demonstration.rater_id == ada.id)).all()
+        (consent,) = session.exec(select(Consent)).all()
     assert judgment.rater_id == ada.id and judgment.criteria == {"helpfulness": 4, "honesty": 4, "harmlessness": 4}
     assert demonstration.claims == [{"claim": "Tests catch regressions", "status": "verified", "source": "team wiki"}]
+    assert demonstration.paste_events == [{"at": "2025-01-01T10:00:00.000Z", "chars": 42}]
+    assert (consent.user_id, consent.version) == (ada.id, 1)
+
+
+@pytest.mark.parametrize("mode", ["training", "audit"])
+def test_a_calibration_answer_is_never_sent_before_the_submit(studio, sqlite_engine, mode):
+    demo_campaign(sqlite_engine, calibration_rate=1.0, calibration_mode=mode, consent_text="")
+    with Session(sqlite_engine) as session:
+        explanations = [item.explanation for item in session.exec(select(CalibrationItem))]
+    rater, campaign = log_in(studio)
+    shown = rater.predict(campaign, api_name="/next_pair")
+    sent = json.dumps(shown)
+    assert shown[LEFT] and shown[RIGHT] and "Calibration item" not in sent and "xpected" not in sent
+    assert not any(explanation in sent for explanation in explanations)
+    after = json.dumps(rater.predict(campaign, -2, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment"))
+    told = [explanation for explanation in explanations if explanation in after]
+    if mode == "training":
+        assert len(told) == 1 and "Calibration item:** expected *" in after
+    else:
+        assert told == [] and "Calibration item" not in after and "xpected" not in after
+
+
+def test_html_in_a_prompt_is_sent_escaped(studio, sqlite_engine):
+    demo_campaign(sqlite_engine, calibration_rate=0.0, consent_text="")
+    with write_session(sqlite_engine) as session, session.begin():
+        first = session.exec(select(Pair).order_by(Pair.id)).first()  # the queue serves the lowest id first
+        session.get(Prompt, first.prompt_id).messages = [
+            {"role": "user", "content": "<img src=x onerror=alert(1)> & <script>alert(2)</script>"}
+        ]
+    rater, campaign = log_in(studio)
+    (message,) = rater.predict(campaign, api_name="/next_pair")[PROMPT]
+    escaped = "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;script&gt;alert(2)&lt;/script&gt;"
+    assert message["content"][0]["text"] == escaped
+
+
+def test_prompts_are_escaped_and_system_prompts_kept():
+    chat = as_chat([{"role": "system", "content": "Be <b>brief</b>."}, {"role": "user", "content": "a < b?"}])
+    assert chat == [
+        {"role": "assistant", "content": "Be &lt;b&gt;brief&lt;/b&gt;.", "metadata": {"title": "System prompt"}},
+        {"role": "user", "content": "a &lt; b?"},
+    ]
 
 
 def test_the_api_refuses_anyone_not_logged_in(studio):
     with pytest.raises(Exception):  # noqa: B017  (the client fails at login; its exception type varies by version)
         Client(studio, auth=("ada", "wrong password"), verbose=False)
+
+
+def test_on_a_space_with_oauth_hf_accounts_sign_in_as_linked_users(sqlite_engine, monkeypatch):
+    for name, value in {"SYSTEM": "spaces", "SPACE_ID": "team/concord", "OAUTH_CLIENT_ID": ""}.items():
+        monkeypatch.setenv(name, value)
+    assert not hf_oauth_enabled()  # a Space without `hf_oauth: true` keeps the password login
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "client")
+    assert hf_oauth_enabled()
+    with write_session(sqlite_engine) as session, session.begin():
+        ada = create_user(session=session, user=UserCreate(username="ada", password="password1"))
+        ada.hf_username, ada_id = "ada-hf", ada.id
+    service = StudioService(sqlite_engine)
+    no_password = SimpleNamespace(username=None)  # OAuth replaces Gradio's password login
+
+    def profile(username):
+        return gr.OAuthProfile({"name": username, "preferred_username": username, "profile": "", "picture": ""})
+
+    assert current_user(service, no_password, profile("ADA-hf")) == ada_id
+    with pytest.raises(PermissionDenied, match="'mallory' is not linked .* ask an admin to add you"):
+        current_user(service, no_password, profile("mallory"))
+    with pytest.raises(PermissionDenied, match="Sign in with Hugging Face first"):
+        current_user(service, no_password, None)

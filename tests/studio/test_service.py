@@ -86,7 +86,7 @@ def test_display_choice_maps_to_a_b_for_both_sides(engine):
         task = service.next_pair(rater, campaign_id)
         judgment_id = service.submit_judgment(
             rater, task.assignment_id, JudgmentAnswer(choice=-2, **GOOD)
-        )  # left much better
+        ).judgment_id  # left much better
         with Session(engine) as s:
             judgment = s.get(Judgment, judgment_id)
             a_text = s.get(Response, s.get(Pair, task.pair_id).response_a_id).text
@@ -169,7 +169,7 @@ def test_late_submission_is_kept_and_a_second_submission_is_refused(engine):
     sent = datetime(2025, 1, 1, 12, tzinfo=UTC)
     judgment_id = service.submit_judgment(
         rater, task.assignment_id, JudgmentAnswer(choice=1, client_time=sent, **GOOD)
-    )
+    ).judgment_id
     with Session(engine) as s:
         assert (s.get(Judgment, judgment_id).guideline_version, s.get(Judgment, judgment_id).client_time) == (2, sent)
         assert s.get(Assignment, task.assignment_id).closed_at is not None
@@ -181,7 +181,7 @@ def test_revision_appends_a_row_that_supersedes_the_old_one(engine):
     campaign_id, (rater, other) = seed(engine)
     service = StudioService(engine, rng=random.Random(0))
     task = service.next_pair(rater, campaign_id)
-    original = service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=-1, **GOOD))
+    original = service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=-1, **GOOD)).judgment_id
     revised = service.revise_judgment(rater, original, JudgmentAnswer(choice=2, **GOOD))
     with Session(engine) as s:
         old, new = s.get(Judgment, original), s.get(Judgment, revised)
@@ -240,9 +240,8 @@ def test_raters_racing_never_exceed_k_and_lose_nothing(engine):
     def work(rater_id: int) -> None:
         try:
             while (task := service.next_pair(rater_id, campaign_id)) is not None:
-                submitted.append(
-                    service.submit_judgment(rater_id, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))
-                )
+                answer = JudgmentAnswer(choice=0, **GOOD)
+                submitted.append(service.submit_judgment(rater_id, task.assignment_id, answer).judgment_id)
         except BaseException as error:  # noqa: BLE001  (reported by the assertion below)
             errors.append(error)
 

@@ -1,0 +1,128 @@
+"""The admins' actions on accounts: list, create, change role, (de)activate, erase. One transaction each, audited.
+
+An admin may not demote, deactivate or erase their own account: that is how a studio loses its last admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from storage import accounts, erasure
+from storage.erasure import ErasureReport
+from storage.models import AuditEvent, Role, User, UserCreate, UserPublic
+from studio.access import Service
+from studio.validation import ValidationFailed, message
+
+
+def _role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise ValidationFailed(f"Role must be one of {', '.join(Role)} (got {role!r}).") from None
+
+
+def clean_domains(domains: Sequence[str]) -> list[str]:
+    """Stripped, without blanks or repeats, in the order given."""
+    cleaned = list(dict.fromkeys(d.strip() for d in domains if d and d.strip()))
+    if too_long := [d for d in cleaned if len(d) > 64]:
+        raise ValidationFailed(f"A domain name has at most 64 characters: {too_long[0][:70]!r} is longer.")
+    return cleaned
+
+
+class AdminService(Service):
+    """User management. Each public method takes the acting user's id first and checks that they are an admin."""
+
+    def is_admin(self, actor_id: int) -> bool:
+        """Whether to show the admin pages; each admin action checks again."""
+        return self._transaction(lambda session: self._role_of(session, actor_id) == Role.admin)
+
+    def is_lead(self, actor_id: int) -> bool:
+        """Whether to show the lead pages (leads and admins); each lead action checks the campaign again."""
+        return self._transaction(lambda session: self._role_of(session, actor_id) in (Role.lead, Role.admin))
+
+    @staticmethod
+    def _role_of(session: Session, user_id: int) -> Role | None:
+        user = session.get(User, user_id)
+        return Role(user.role) if user is not None and user.active else None
+
+    @staticmethod
+    def _user_named(session: Session, username: str) -> User:
+        user = session.exec(select(User).where(User.username == username).with_for_update()).first()
+        if user is None:
+            raise ValidationFailed(f"There is no user named {username!r}.")
+        return user
+
+    def _other_user(self, session: Session, actor_id: int, username: str, doing: str) -> User:
+        """The admin acting, then the user named ``username``, who must not be the admin themselves."""
+        admin = self._admin(session, actor_id)
+        user = self._user_named(session, username)
+        if user.id == admin.id:
+            raise ValidationFailed(f"You cannot {doing} your own account; ask another admin.")
+        return user
+
+    def users(self, actor_id: int) -> list[UserPublic]:
+        """Every account, by username."""
+
+        def action(session: Session) -> list[UserPublic]:
+            self._admin(session, actor_id)
+            return [UserPublic.model_validate(u) for u in session.exec(select(User).order_by(User.username))]
+
+        return self._transaction(action)
+
+    def create_user(self, actor_id: int, username: str, role: str = "rater", domains: Sequence[str] = ()) -> str:
+        """Create an account and return its generated password, to be shown once."""
+        password = accounts.new_password()
+
+        def action(session: Session) -> None:
+            self._admin(session, actor_id)
+            try:
+                user = UserCreate(
+                    username=username, password=password, role=_role(role), domains=clean_domains(domains)
+                )
+            except ValidationError as error:
+                raise ValidationFailed(message(error)) from None
+            try:
+                accounts.create_user(session=session, user=user, actor_id=actor_id)
+            except ValueError as error:  # the name is taken
+                raise ValidationFailed(f"The {error}; choose another username.") from None
+
+        self._transaction(action)
+        return password
+
+    def set_role(self, actor_id: int, username: str, role: str) -> UserPublic:
+        """Change a user's role (rater, lead, admin); audited."""
+
+        def action(session: Session) -> UserPublic:
+            user = self._other_user(session, actor_id, username, "change the role of")
+            user = accounts.set_role(session=session, user_id=user.id, role=_role(role), actor_id=actor_id)
+            return UserPublic.model_validate(user)
+
+        return self._transaction(action)
+
+    def set_active(self, actor_id: int, username: str, active: bool) -> UserPublic:
+        """Reactivate or deactivate an account: a deactivated user cannot log in or act; audited."""
+
+        def action(session: Session) -> UserPublic:
+            user = self._other_user(session, actor_id, username, "deactivate or reactivate")
+            if user.active != active:
+                user.active = active
+                verb = "user.activate" if active else "user.deactivate"
+                session.add(AuditEvent(actor_id=actor_id, action=verb, target=user.username))
+            session.flush()
+            return UserPublic.model_validate(user)
+
+        return self._transaction(action)
+
+    def erase(self, actor_id: int, username: str, mode: str) -> ErasureReport:
+        """Erase a user's data, ``mode`` "remove" or "anonymise" (storage.erasure); audited."""
+        if mode not in erasure.MODES:
+            raise ValidationFailed(f"Erasure mode must be one of {', '.join(erasure.MODES)} (got {mode!r}).")
+
+        def action(session: Session) -> ErasureReport:
+            user = self._other_user(session, actor_id, username, "erase")
+            return erasure.erase_user(session=session, user_id=user.id, mode=mode, actor_id=actor_id)
+
+        return self._transaction(action)

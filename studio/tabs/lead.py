@@ -1,0 +1,59 @@
+"""The lead and admin pages: a Lead tab (its own campaign picker over Campaigns, Quality, Adjudication and Export)
+and a Users tab. Both start hidden; the app's load handler shows them by role with ``lead_visibility``.
+
+Hiding is for tidiness only: every handler asks the service, which refuses whoever may not act.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from studio.leads import LeadService
+from studio.login import current_user
+from studio.tabs.adjudication import build_adjudication_tab
+from studio.tabs.campaigns import build_campaigns_tab
+from studio.tabs.events import LEAD_EVENTS, Profile, shown_to_user
+from studio.tabs.export import build_export_tab
+from studio.tabs.quality import build_quality_tab
+from studio.tabs.users import build_users_tab
+
+
+def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
+    """Call inside the app's ``gr.Tabs()``; returns ``[lead_tab, users_tab]`` for ``lead_visibility``."""
+    with gr.Tab("Lead", id="lead", visible=False, elem_id="lead-tab") as lead_tab:
+        campaign = gr.Dropdown(
+            label="Campaign you lead",
+            choices=[],
+            allow_custom_value=True,  # the service, not the choice list, decides who may touch which campaign
+            elem_id="lead-campaign",
+        )
+        with gr.Tabs():
+            with gr.Tab("Campaigns", id="lead-campaigns", elem_id="lead-campaigns-tab"):
+                build_campaigns_tab(leads, campaign)
+            with gr.Tab("Quality", id="lead-quality", elem_id="lead-quality-tab"):
+                build_quality_tab(leads, campaign)
+            with gr.Tab("Adjudication", id="lead-adjudication", elem_id="lead-adjudication-tab"):
+                build_adjudication_tab(leads, campaign)
+            with gr.Tab("Export", id="lead-export", elem_id="lead-export-tab"):
+                build_export_tab(leads, campaign, exports_dir)
+    with gr.Tab("Users", id="users", visible=False, elem_id="users-tab") as users_tab:
+        build_users_tab(leads, users_tab)
+
+    def on_open(current, request: gr.Request, profile: Profile):
+        with shown_to_user():
+            choices = leads.led_campaigns(current_user(leads, request, profile))
+        ids = [value for _, value in choices]
+        return gr.Dropdown(choices=choices, value=current if current in ids else (ids[0] if ids else None))
+
+    lead_tab.select(on_open, inputs=campaign, outputs=campaign, api_name="lead_campaigns", **LEAD_EVENTS)
+    return [lead_tab, users_tab]
+
+
+def lead_visibility(leads: LeadService, user_id: int, tabs: list[gr.Tab]) -> dict:
+    """``{tab: update}`` for the app's load handler (``user_id`` from ``studio.login.current_user``): the Lead tab
+    for leads and admins, Users for admins only."""
+    lead_tab, users_tab = tabs
+    admin = leads.is_admin(user_id)
+    return {lead_tab: gr.Tab(visible=admin or leads.is_lead(user_id)), users_tab: gr.Tab(visible=admin)}

@@ -1,0 +1,227 @@
+"""The lead and admin tabs through their HTTP API (gradio_client): what a lead and an admin can do, and that a rater
+calling any of their endpoints is refused with nothing changed."""
+
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from storage.accounts import create_user
+from storage.db import make_engine, upgrade_database
+from storage.demo import seed_demo
+from storage.models import (
+    Adjudication,
+    AuditEvent,
+    CalibrationItem,
+    Campaign,
+    CampaignMember,
+    ExportRecord,
+    Judgment,
+    Pair,
+    Prompt,
+    Role,
+    User,
+    UserCreate,
+)
+from studio.leads import LeadService
+from studio.tabs.lead import build_lead_tabs, lead_visibility
+
+PASSWORD = "password1"
+SETTINGS = ["", "helpfulness, honesty", 2, 0.1, "training", 10, "", "", 0.7, 20, True]  # the settings form, in order
+VOTES = [(-2, -1, -2), (1, 2, -1), (0, 1, -1), (-1, -1, 1), (2, 2, 2), (-2, 0, 2)]  # three raters, some disagreeing
+
+
+def _seed_judgments(session: Session, campaign_id: int, rater_ids: list[int]) -> None:
+    """Three raters' judgments of every demo pair, calibration items included, written as the studio would."""
+    pair_ids = session.exec(select(Pair.id).where(Pair.campaign_id == campaign_id).order_by(Pair.id)).all()
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for n, pair_id in enumerate(pair_ids):
+        for rater, (rater_id, vote) in enumerate(zip(rater_ids, VOTES[n % len(VOTES)], strict=True)):
+            session.add(
+                Judgment(
+                    pair_id=pair_id,
+                    rater_id=rater_id,
+                    preference=vote,
+                    both_bad=False,
+                    reasoning=f"Reason {n}-{rater}: <b>bold</b> claims checked against the prompt.",
+                    confidence=3,
+                    left="ab"[n % 2],
+                    time_on_task_s=30.0 + rater,
+                    guideline_version=1,
+                    server_time=start + timedelta(minutes=3 * n + rater),
+                )  # fmt: skip
+            )
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """A launched Blocks holding build_lead_tabs, on the demo campaign with three raters' judgments."""
+    root = tmp_path_factory.mktemp("lead")
+    engine = make_engine(f"sqlite:///{root / 'concord.db'}")
+    upgrade_database(engine)
+    seed_demo(engine)
+    with Session(engine) as session, session.begin():
+        roles = {"root": Role.admin, "lena": Role.lead, "ada": Role.rater, "bo": Role.rater, "cy": Role.rater}
+        ids = {name: create_user(session=session, user=UserCreate(username=name, password=PASSWORD, role=role)).id
+               for name, role in roles.items()}  # fmt: skip
+        campaign_id = session.exec(select(Campaign.id)).one()
+        session.add(CampaignMember(campaign_id=campaign_id, user_id=ids["lena"], role=Role.lead))
+        _seed_judgments(session, campaign_id, [ids["ada"], ids["bo"], ids["cy"]])
+    leads = LeadService(engine)
+    with gr.Blocks() as app, gr.Tabs():
+        tabs = build_lead_tabs(leads, root / "exports")
+    app.queue()
+    _, url, _ = app.launch(prevent_thread_lock=True, auth=leads.check_login, quiet=True, show_error=True)
+    yield {"url": url, "engine": engine, "campaign": campaign_id, "exports": root / "exports", "leads": leads,
+           "tabs": tabs, "root": root}  # fmt: skip
+    app.close()
+    engine.dispose()
+
+
+def client(studio, username: str) -> Client:
+    return Client(studio["url"], auth=(username, PASSWORD), verbose=False)
+
+
+def snapshot(engine) -> dict:
+    """Everything a lead or admin action could change."""
+    with Session(engine) as session:
+        counts = {model.__name__: session.exec(select(func.count()).select_from(model)).one()
+                  for model in (Campaign, CampaignMember, CalibrationItem, Adjudication, Pair, Prompt, ExportRecord,
+                                Judgment, User, AuditEvent)}  # fmt: skip
+        users = session.exec(select(User.username, User.role, User.active, User.domains)).all()
+        calibration = session.exec(select(CalibrationItem.pair_id, CalibrationItem.expected)).all()
+        campaigns = session.exec(select(Campaign.name, Campaign.rubric, Campaign.guidelines_version)).all()
+    return {"counts": counts, "users": sorted(map(tuple, users)), "calibration": sorted(calibration),
+            "campaigns": sorted(map(str, campaigns))}  # fmt: skip
+
+
+def _first_pair(studio) -> int:
+    with Session(studio["engine"]) as session:
+        return session.exec(select(Pair.id).where(Pair.campaign_id == studio["campaign"]).order_by(Pair.id)).first()
+
+
+def test_the_quality_tab_gives_a_lead_tables_and_figures(studio):
+    outputs = client(studio, "lena").predict(studio["campaign"], api_name="/lead_quality")
+    status, agreement, summary, raters, flags, disagreements, *plots = outputs
+    assert "bootstrap" in status
+    assert [row[0] for row in agreement["data"]][0].startswith("Krippendorff's alpha")
+    assert [value for _, value in summary["data"][:3]] == [
+        "36",
+        "12",
+        "3",
+    ]  # judgments, items, raters: 12 pairs x 3 raters
+    assert len(raters["data"]) == 3 and disagreements["data"]
+    assert len(plots) == 3 and all(plot and plot["type"] == "matplotlib" and plot["plot"] for plot in plots)
+
+
+def test_the_export_tab_writes_a_preview_a_card_and_a_zip(studio):
+    before = snapshot(studio["engine"])["counts"]["ExportRecord"]
+    status, preview, card, download = client(studio, "lena").predict(
+        studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "", api_name="/lead_export"
+    )
+    assert status.startswith("export #") and preview["data"] and "chosen" in preview["headers"]
+    assert "Krippendorff" in card and not card.startswith("---")  # front matter shown as a code block
+    (folder,) = [path for path in studio["exports"].iterdir() if path.is_dir()]
+    assert folder.name.startswith("demo-preference-")
+    with zipfile.ZipFile(download) as archive:
+        assert "README.md" in archive.namelist()
+    assert snapshot(studio["engine"])["counts"]["ExportRecord"] == before + 1
+
+
+def test_a_lead_sets_up_a_campaign_imports_marks_assigns_and_adjudicates(studio, tmp_path):
+    lead = client(studio, "lena")
+    created = lead.predict("pilot", "preference", *SETTINGS, api_name="/lead_create_campaign")
+    pilot = created[0]["value"]
+    assert ["pilot", pilot] in created[0]["choices"]
+    pairs = tmp_path / "pilot.jsonl"
+    pairs.write_text('{"prompt": "Say hi", "response_a": "Hi!", "response_b": "Go away.", "preference": -2}\n')
+    report = lead.predict(pilot, handle_file(str(pairs)), "pairs", "prior", False, api_name="/lead_import")
+    assert "1 pairs" in report
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Say hi", "response_a": "Hi!"}\n')
+    with pytest.raises(Exception, match=r"bad\.jsonl, line 1"):  # the import's own message
+        lead.predict(pilot, handle_file(str(bad)), "pairs", "prior", False, api_name="/lead_import")
+    (pair_id,) = [row[0] for row in lead.predict(pilot, api_name="/lead_pairs")["data"]]
+    lead.predict(pilot, pair_id, "safety", -2, [-1], "A is polite.", api_name="/lead_mark_calibration")
+    members = lead.predict(pilot, "ada", "rater", "", api_name="/lead_assign")
+    assert ["ada", "rater", "", True] in members["data"]
+    detail = lead.predict(pair_id, api_name="/lead_pair_detail")
+    assert detail[1] == "[user]\nSay hi" and detail[2] == "Hi!"
+    lead.predict(pair_id, 1, False, "B is fine too.", False, "safety", api_name="/lead_adjudicate")
+    with Session(studio["engine"]) as session:
+        item = session.exec(select(CalibrationItem).where(CalibrationItem.pair_id == pair_id)).one()
+        decision = session.exec(select(Adjudication).where(Adjudication.pair_id == pair_id)).one()
+    assert (item.kind, item.expected, item.accepted) == ("safety", -2, [-2, -1])
+    assert (decision.preference, decision.note) == (1, "B is fine too.")
+
+
+def test_the_adjudication_tab_shows_raters_reasoning_as_text(studio):
+    lead = client(studio, "lena")
+    disagreed = lead.predict(studio["campaign"], True, api_name="/lead_disagreements")["data"]
+    assert disagreed and all(row[3] for row in disagreed)  # the "disagreed" column
+    detail = lead.predict(disagreed[0][0], api_name="/lead_pair_detail")
+    reasonings = [row[4] for row in detail[4]["data"]]
+    assert len(reasonings) == 3 and all("<b>bold</b>" in text for text in reasonings)  # verbatim, as text
+
+
+def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
+    admin = client(studio, "root")
+    password, table, _ = admin.predict("dee", "rater", "law, medicine", api_name="/admin_create_user")
+    assert ["dee", "rater", True, "law, medicine"] in [row[:4] for row in table["data"]]
+    Client(studio["url"], auth=("dee", password), verbose=False)
+    admin.predict("dee", "lead", api_name="/admin_set_role")
+    admin.predict("dee", False, api_name="/admin_set_active")
+    with pytest.raises(Exception, match="Tick the confirmation"):
+        admin.predict("dee", "remove", False, api_name="/admin_erase")
+    report, *_ = admin.predict("dee", "remove", True, api_name="/admin_erase")
+    assert "erased (remove)" in report and "dee" not in [
+        row[0] for row in admin.predict(api_name="/admin_users")["data"]
+    ]
+
+
+def test_only_leads_and_admins_see_the_lead_tabs(studio):
+    assert client(studio, "ada").predict(None, api_name="/lead_campaigns")["choices"] == []
+    lead_tab, users_tab = studio["tabs"]
+    leads = studio["leads"]
+    shown = {name: lead_visibility(leads, leads.user_id(name), studio["tabs"]) for name in ("ada", "lena", "root")}
+    assert [(shown[name][lead_tab].visible, shown[name][users_tab].visible) for name in ("ada", "lena", "root")] == [
+        (False, False), (True, False), (True, True)
+    ]  # fmt: skip
+
+
+REFUSED = {
+    "/lead_campaign": lambda s: [s["campaign"]],
+    "/lead_quality": lambda s: [s["campaign"]],
+    "/lead_export": lambda s: [s["campaign"], "preference", "majority", 0.0, 0.1, False, False, False, True, ""],
+    "/lead_create_campaign": lambda s: ["rogue", "preference", *SETTINGS],
+    "/lead_update_campaign": lambda s: [s["campaign"], *SETTINGS],
+    "/lead_import": lambda s: [s["campaign"], handle_file(str(s["root"] / "import.jsonl")), "pairs", "prior", False],
+    "/lead_pairs": lambda s: [s["campaign"]],
+    "/lead_mark_calibration": lambda s: [s["campaign"], _first_pair(s), "safety", 2, [], "no"],
+    "/lead_members": lambda s: [s["campaign"]],
+    "/lead_assign": lambda s: [s["campaign"], "bo", "lead", ""],
+    "/lead_unassign": lambda s: [s["campaign"], "lena", "rater", ""],
+    "/lead_set_domains": lambda s: [s["campaign"], "bo", "rater", "law"],
+    "/lead_disagreements": lambda s: [s["campaign"], True],
+    "/lead_pair_detail": lambda s: [_first_pair(s)],
+    "/lead_adjudicate": lambda s: [_first_pair(s), 2, False, "mine now", True, "safety"],
+    "/admin_users": lambda s: [],
+    "/admin_create_user": lambda s: ["mallory", "admin", ""],
+    "/admin_set_role": lambda s: ["ada", "admin"],
+    "/admin_set_active": lambda s: ["lena", False],
+    "/admin_erase": lambda s: ["lena", "remove", True],
+}
+
+
+@pytest.mark.parametrize("endpoint", REFUSED)
+def test_a_rater_calling_a_lead_or_admin_endpoint_is_refused_and_nothing_changes(studio, endpoint):
+    (studio["root"] / "import.jsonl").write_text('{"prompt": "p", "response_a": "a", "response_b": "b"}\n')
+    before, exports = snapshot(studio["engine"]), sorted(Path(studio["exports"]).glob("*"))
+    with pytest.raises(Exception, match=r"Only (the campaign's )?(leads and )?admins"):
+        client(studio, "ada").predict(*REFUSED[endpoint](studio), api_name=endpoint)
+    assert snapshot(studio["engine"]) == before and sorted(Path(studio["exports"]).glob("*")) == exports
