@@ -112,7 +112,8 @@ def cmd_user(args) -> None:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     with write_session(engine) as session, session.begin():
         user = UserCreate(username=args.username, password=password, role=args.role, domains=domains)
-        create_user(session=session, user=user)
+        created = create_user(session=session, user=user)
+        created.hf_username = args.hf_username  # lets them sign in with Hugging Face on a Space
     print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
 
 
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("username")
     user.add_argument("--role", default="rater", choices=["rater", "lead", "admin"])
     user.add_argument("--domains", default="", help="comma-separated domains the user is qualified in")
+    user.add_argument("--hf-username", default=None, help="their Hugging Face account, for sign-in on a Space")
     user.set_defaults(func=cmd_user)
 
     erase = commands.add_parser("erase", help="erase a user's data on request (storage.erasure)")

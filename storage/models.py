@@ -110,6 +110,7 @@ class User(UserBase, table=True):
 class UserPublic(UserBase):
     id: int
     pseudonym: str
+    hf_username: str | None = None
 
 
 # --- campaigns, prompts, responses, pairs ----------------------------------------------------------

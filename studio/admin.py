@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from storage import accounts, erasure
 from storage.erasure import ErasureReport
@@ -124,5 +124,26 @@ class AdminService(Service):
         def action(session: Session) -> ErasureReport:
             user = self._other_user(session, actor_id, username, "erase")
             return erasure.erase_user(session=session, user_id=user.id, mode=mode, actor_id=actor_id)
+
+        return self._transaction(action)
+
+    def link_hf(self, actor_id: int, username: str, hf_username: str) -> UserPublic:
+        """Let ``username`` sign in with this Hugging Face account on a Space (empty: unlink); audited."""
+        hf_username = (hf_username or "").strip() or None
+
+        def action(session: Session) -> UserPublic:
+            self._admin(session, actor_id)
+            user = self._user_named(session, username)
+            if hf_username is not None:
+                taken = select(User.username).where(
+                    func.lower(User.hf_username) == hf_username.lower(), User.id != user.id
+                )
+                if (owner := session.exec(taken).first()) is not None:
+                    raise ValidationFailed(f"The Hugging Face account {hf_username!r} is already linked to {owner!r}.")
+            user.hf_username = hf_username
+            session.add(AuditEvent(actor_id=actor_id, action="user.link_hf", target=user.username,
+                                   details={"hf_username": hf_username}))  # fmt: skip
+            session.flush()
+            return UserPublic.model_validate(user)
 
         return self._transaction(action)

@@ -10,7 +10,7 @@ from studio.admin import AdminService
 from studio.login import current_user
 from studio.tabs.events import LEAD_EVENTS, Profile, shown_to_user
 
-USER_COLUMNS = ["username", "role", "active", "domains", "pseudonym"]
+USER_COLUMNS = ["username", "role", "active", "domains", "pseudonym", "hf_username"]
 ERASURE_MODES = [
     ("anonymise: keep their judgments and writing under a new name", "anonymise"),
     ("remove: delete everything they made", "remove"),
@@ -18,7 +18,7 @@ ERASURE_MODES = [
 
 
 def users_frame(users) -> pd.DataFrame:
-    rows = [[u.username, str(u.role), u.active, ", ".join(u.domains), u.pseudonym] for u in users]
+    rows = [[u.username, str(u.role), u.active, ", ".join(u.domains), u.pseudonym, u.hf_username or ""] for u in users]
     return pd.DataFrame(rows, columns=USER_COLUMNS)
 
 
@@ -49,7 +49,10 @@ def _change_panel() -> tuple:
         active = gr.Radio([("Active", True), ("Deactivated", False)], value=True, label="Account",
                           elem_id="users-active")  # fmt: skip
         set_active = gr.Button("Apply", elem_id="users-set-active")
-    return username, role, set_role, active, set_active
+    with gr.Row():
+        hf_name = gr.Textbox(label="Hugging Face account (sign-in on a Space; empty: unlink)", elem_id="users-hf")
+        link_hf = gr.Button("Link", elem_id="users-link-hf")
+    return username, role, set_role, active, set_active, hf_name, link_hf
 
 
 def _erase_panel() -> tuple:
@@ -72,7 +75,7 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
         with gr.Column(variant="panel"):
             new_name, new_role, new_domains, create, password = _create_panel()
         with gr.Column(variant="panel"):
-            username, role, set_role, active, set_active = _change_panel()
+            username, role, set_role, active, set_active, hf_name, link_hf = _change_panel()
     mode, confirm, erase, erased = _erase_panel()
 
     def listing(actor_id: int) -> pd.DataFrame:
@@ -105,6 +108,12 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
             state = "active" if user.active else "deactivated"
             return {table: listing(actor), status: f"**{user.username}** is {state}."}
 
+    def on_link_hf(name, hf_username, request: gr.Request, profile: Profile) -> dict:
+        with shown_to_user():
+            actor = current_user(admin, request, profile)
+            user = admin.link_hf(actor, (name or "").strip(), hf_username)
+            return {table: listing(actor), status: f"**{user.username}** signs in as {user.hf_username or 'nobody'}."}
+
     def on_erase(name, erase_mode, confirmed, request: gr.Request, profile: Profile) -> dict:
         if not confirmed:
             raise gr.Error("Tick the confirmation first: erasure cannot be undone.")
@@ -120,5 +129,6 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
                  **LEAD_EVENTS)  # fmt: skip
     set_role.click(on_set_role, [username, role], [table, status], api_name="admin_set_role", **LEAD_EVENTS)
     set_active.click(on_set_active, [username, active], [table, status], api_name="admin_set_active", **LEAD_EVENTS)
+    link_hf.click(on_link_hf, [username, hf_name], [table, status], api_name="admin_link_hf", **LEAD_EVENTS)
     erase.click(on_erase, [username, mode, confirm], [erased, table, confirm, username], api_name="admin_erase",
                 **LEAD_EVENTS)  # fmt: skip

@@ -175,6 +175,11 @@ def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
     assert ["dee", "rater", True, "law, medicine"] in [row[:4] for row in table["data"]]
     Client(studio["url"], auth=("dee", password), verbose=False)
     admin.predict("dee", "lead", api_name="/admin_set_role")
+    table, _ = admin.predict("dee", "dee-hf", api_name="/admin_link_hf")
+    assert ["dee", "dee-hf"] in [[row[0], row[5]] for row in table["data"]]
+    assert studio["leads"].user_for_hf("DEE-HF") == studio["leads"].user_id("dee")  # HF names are case-insensitive
+    with pytest.raises(Exception, match="already linked to 'dee'"):
+        admin.predict("lena", "dee-hf", api_name="/admin_link_hf")
     admin.predict("dee", False, api_name="/admin_set_active")
     with pytest.raises(Exception, match="Tick the confirmation"):
         admin.predict("dee", "remove", False, api_name="/admin_erase")
@@ -214,6 +219,7 @@ REFUSED = {
     "/admin_create_user": lambda s: ["mallory", "admin", ""],
     "/admin_set_role": lambda s: ["ada", "admin"],
     "/admin_set_active": lambda s: ["lena", False],
+    "/admin_link_hf": lambda s: ["ada", "ada-on-hf"],
     "/admin_erase": lambda s: ["lena", "remove", True],
 }
 
