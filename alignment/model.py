@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -22,6 +23,7 @@ from transformers.initialization import no_init_weights
 from trl import get_peft_config, get_quantization_config
 
 from alignment.arguments import ModelArguments
+from alignment.data import training_columns
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,31 @@ def reward_peft_config(model_args: ModelArguments, model: PreTrainedModel):
             lora_task_type="SEQ_CLS",
             lora_modules_to_save=[*(model_args.lora_modules_to_save or []), *heads],
         )
+    )
+
+
+def preference_trainer(trainer_class, method: str, training_args, model_args: ModelArguments, dataset, *,
+                       model=None, ref_model=None, tokenizer=None):  # fmt: skip
+    """A DPO or KTO trainer over ``dataset``'s train and test splits. Without ``model`` the policy is loaded from
+    ``model_args`` (with its LoRA config), and the frozen reference is the policy's starting point: with LoRA the
+    base under disabled adapters; with precomputed log-probs the policy before its first step; otherwise TRL reloads
+    it from the policy's path (sharded like it under ZeRO-3), or, for a GGUF file TRL cannot reload, a copy."""
+    dataset = training_columns(dataset, method)
+    peft_config = None
+    if model is None:
+        model = load_causal_lm(model_args)
+        peft_config = get_peft_config(model_args)
+        if ref_model is None and peft_config is None and not training_args.precompute_ref_log_probs:
+            ref_model = copy.deepcopy(model) if model_args.gguf_file else None
+    has_test = "test" in dataset and dataset["test"].num_rows > 0
+    return trainer_class(
+        model=model,
+        ref_model=ref_model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["test"] if has_test else None,
+        processing_class=tokenizer or load_tokenizer(model_args),
+        peft_config=peft_config,
     )
 
 
