@@ -176,7 +176,8 @@ def _add_training_commands(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", help="default: $CONCORD_DATABASE_URL or SQLite under ./concord-data/")
+    database_help = "default: $CONCORD_DATABASE_URL or SQLite under ./concord-data/"
+    parser.add_argument("--database-url", help=database_help)
     parser.set_defaults(func=cmd_studio, host=None, port=None, concurrency=8)
     commands = parser.add_subparsers(dest="command")
 
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     erase.set_defaults(func=cmd_erase)
 
     _add_training_commands(commands)
+    for command in commands.choices.values():  # before or after the command: `launch.py studio --database-url ...`
+        command.add_argument("--database-url", default=argparse.SUPPRESS, help=database_help)
     return parser
 
 

@@ -65,7 +65,6 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
     task = gr.State(None)  # (PairTask, shown_at, draft key)
     header = RaterHeader("compare")
     consent = ConsentPanel("compare")
-    feedback = gr.Markdown(visible=False, elem_id="compare-feedback", elem_classes="concord-panel")
     status = gr.Markdown("Pick a campaign above.", elem_id="compare-status")
     with gr.Column(visible=False, elem_id="compare-task") as body:
         prompt = prompt_view("compare-prompt")
@@ -89,6 +88,8 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         )
         count = gr.Markdown(elem_id="compare-reasoning-count", elem_classes="concord-count")
         confidence = gr.Radio(CONFIDENCE, value=3, label="Confidence", elem_id="compare-confidence")
+    # Beside the Submit and Next buttons, where the rater's eyes are after a submit, not above the fold.
+    feedback = gr.Markdown(visible=False, elem_id="compare-feedback", elem_classes="concord-panel")
     with gr.Row():
         next_button = gr.Button("Next item", elem_id="compare-next")
         submit = gr.Button("Submit", variant="primary", visible=False, elem_id="compare-submit")

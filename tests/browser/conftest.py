@@ -1,5 +1,6 @@
 """A real studio (`python launch.py studio`) on a seeded SQLite file, driven by Debian's headless Chromium.
 
+The demo campaign has a rater (ada), a lead who is a lead member of it (lena) and an admin (root).
 Screenshots of every screen land in test-output/screenshots/ at 1280x800, for people to look at.
 """
 
@@ -12,12 +13,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
+from storage import members
 from storage.accounts import create_user
 from storage.db import make_engine, upgrade_database
 from storage.demo import seed_demo
-from storage.models import Role, UserCreate
+from storage.models import Campaign, Role, UserCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -45,8 +47,12 @@ def studio(tmp_path_factory):
     upgrade_database(engine)
     seed_demo(engine)
     with Session(engine) as session, session.begin():
-        for name, role in USERS.items():
-            create_user(session=session, user=UserCreate(username=name, password=PASSWORD, role=role))
+        users = {
+            name: create_user(session=session, user=UserCreate(username=name, password=PASSWORD, role=role))
+            for name, role in USERS.items()
+        }
+        demo = session.exec(select(Campaign).where(Campaign.name == "demo")).one()
+        members.set_member(session=session, campaign=demo, user=users["lena"], role=Role.lead, actor_id=None)
     port = _free_port()
     env = {**os.environ, "CONCORD_DATA_DIR": str(folder), "GRADIO_ANALYTICS_ENABLED": "False"}
     command = [sys.executable, str(ROOT / "launch.py"), "--database-url", database_url, "studio", "--port", str(port)]
@@ -95,6 +101,7 @@ def log_in(browser, url: str, username: str):
 
 
 def screenshot(page, name: str) -> Path:
+    """The page as a person sees it (the 1280x800 viewport) in test-output/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path))
