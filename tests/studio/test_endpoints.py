@@ -42,8 +42,8 @@ def test_a_rater_sees_nothing_of_another_raters_work(studio, sqlite_engine):  # 
     seen.append(bob.predict(campaign, api_name="/next_prompt"))  # asks for consent first
     seen.append(bob.predict(campaign, api_name="/accept_consent_prompt"))
     seen.append(bob.predict("", api_name="/use_draft"))
-    seen.append(bob.predict(campaign, api_name="/next_pair"))
     for _ in range(3):  # whatever bob is given next, including the pair ada judged
+        seen.append(bob.predict(campaign, api_name="/next_pair"))  # a calibration item waits for Next after feedback
         seen.append(bob.predict(campaign, -2, False, *CRITERIA, "Bob's own reasoning, long enough to count.", 3,
                                 api_name="/submit_judgment"))  # fmt: skip
     everything = json.dumps(seen)
