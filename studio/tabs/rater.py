@@ -227,14 +227,17 @@ def wire_loading(
             service.accept_consent(rater, need_campaign(campaign_id), version)
             return load(rater, campaign_id, current)
 
-    def on_campaign():
-        return slots.nothing(f"Press *Next {noun}* (N) to start.")
+    def on_campaign(campaign_id, current, request: gr.Request, profile: gr.OAuthProfile | None):
+        # A tab with a task on screen follows the campaign (the same leased task when it did not change: the page's
+        # first campaign change can arrive after the tab was opened); an idle Write tab leases nothing until asked.
+        if current is None and not on_campaign_change:
+            return slots.nothing(f"Press *Next {noun}* (N) to start.")
+        return on_next(campaign_id, current, request, profile)
 
     inputs, events = [campaign, slots.state], slots.events()
     next_button.click(on_next, inputs=inputs, outputs=outputs, api_name=f"next_{noun}", **events)
     tab.select(on_next, inputs=inputs, outputs=outputs, api_visibility="private", **events)
-    changed = (on_next, inputs) if on_campaign_change else (on_campaign, None)
-    campaign.change(changed[0], inputs=changed[1], outputs=outputs, api_visibility="private", **events)
+    campaign.change(on_campaign, inputs=inputs, outputs=outputs, api_visibility="private", **events)
     accept_inputs = [campaign, slots.consent.version, slots.state]
     slots.consent.accept.click(
         on_accept, inputs=accept_inputs, outputs=outputs, api_name=f"accept_consent_{noun}", **events
