@@ -20,6 +20,7 @@ from typing import Any
 from accelerate.utils import broadcast_object_list
 from sqlalchemy import Engine
 from sqlmodel import Session
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from alignment.arguments import DataArguments
@@ -134,6 +135,8 @@ def train(
     dataset = data.dataset if main else from_folder_or_name(summary["rows"])[0]
     # Imported only now: a run whose data is not ready never loads torch's model code.
     method = importlib.import_module(f"alignment.{data_args.method}")
+    # Seeded before any model is built: TRL seeds only when its Trainer starts, after a reward head is initialised.
+    set_seed(training_args.seed)
     try:
         metrics = method.main(data_args, training_args, model_args, dataset)
     except BaseException as error:

@@ -56,3 +56,30 @@ def test_tiny_recipe_trains_from_a_campaign(method, sqlite_engine, tmp_path, tin
         assert run.recipe["training"]["precompute_ref_log_probs"] is True
     readiness = json.loads((Path(run.output_path) / "readiness.json").read_text())
     assert readiness["ready"] and readiness["export_ids"] == run.export_ids
+
+
+def test_a_reward_run_repeats_exactly_with_its_seed(sqlite_engine, tmp_path, tiny_encoder):
+    """The score head is initialised before TRL's Trainer seeds anything: the runner seeds first."""
+    campaign = seed_campaign(sqlite_engine, tmp_path)
+    runs = [
+        train(
+            RECIPES / "reward.yaml",
+            [
+                "--model_name_or_path",
+                tiny_encoder,
+                "--campaign",
+                campaign,
+                "--output_root",
+                str(tmp_path / "runs"),
+                "--run_name",
+                f"again-{i}",
+            ],
+            engine=sqlite_engine,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    heads = [
+        AutoModelForSequenceClassification.from_pretrained(Path(r.output_path) / "model").state_dict() for r in runs
+    ]
+    assert runs[0].metrics["train_loss"] == runs[1].metrics["train_loss"]
+    assert all(torch.equal(heads[0][name], heads[1][name]) for name in heads[0])
