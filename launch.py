@@ -76,6 +76,8 @@ def cmd_export(args) -> None:
             use_prior=not args.no_prior,
             min_agreement=args.min_agreement,
             exclude_flagged_raters=args.exclude_flagged_raters,
+            include_calibration=args.include_calibration,
+            prior_margin=args.prior_margin,
             test_fraction=args.test_fraction,
             push_to_hub=args.push_to_hub,
         )
@@ -223,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--exclude-flagged-raters", action="store_true",
         help="leave out, before consensus, raters flagged under the campaign's calibration settings",
+    )  # fmt: skip
+    exp.add_argument(
+        "--include-calibration", default="none", choices=["none", "gold", "votes"],
+        help="calibration (gold) items: left out (default), labelled by their gold answer, or by the raters' votes",
+    )  # fmt: skip
+    exp.add_argument(
+        "--prior-margin", type=float, default=0.0, metavar="FLOAT",
+        help="reward margin of pairs labelled only at import time (kind reward; default 0: the import says no "
+        "strength)",
     )  # fmt: skip
     exp.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split")
     exp.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to the Hub")

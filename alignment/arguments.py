@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig
 
+from storage.selection import CALIBRATION_CHOICES
+
 METHODS = ("sft", "reward", "dpo", "kto")
 EXPORT_KINDS = {"sft": "sft", "reward": "reward", "dpo": "preference", "kto": "kto"}
 """The storage.export kind each method trains on."""
@@ -37,6 +39,15 @@ class DataArguments:
     exclude_flagged_raters: bool = field(
         default=False, metadata={"help": "Leave out, before consensus, raters flagged by their calibration answers."}
     )
+    include_calibration: str = field(
+        default="none",
+        metadata={"help": "Calibration (gold) items: left out, labelled by their gold answer, or by the votes.",
+                  "choices": list(CALIBRATION_CHOICES)},
+    )  # fmt: skip
+    prior_margin: float = field(
+        default=0.0,
+        metadata={"help": "Reward margin of pairs labelled only at import time (0: an import says no strength)."},
+    )
     test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts held out in the test split."})
     min_agreement_alpha: float = field(
         default=0.6,
@@ -64,6 +75,11 @@ class DataArguments:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
         if not 0 <= self.min_agreement <= 1:
             raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}")
+        if self.include_calibration not in CALIBRATION_CHOICES:
+            raise ValueError(f"include_calibration must be one of {', '.join(CALIBRATION_CHOICES)}; "
+                             f"got {self.include_calibration!r}")  # fmt: skip
+        if self.prior_margin and self.method != "reward":
+            raise ValueError("prior_margin applies to method reward only: other methods train on no margin")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in [0, 1); got {self.test_fraction}")
         if not -1 <= self.min_agreement_alpha <= 1:

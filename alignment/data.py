@@ -54,7 +54,8 @@ def load_run_data(data_args: DataArguments, *, engine: Engine | None, data_dir: 
         result = export_campaign(
             engine=engine, campaign=data_args.campaign, kind=data_args.export_kind, out_dir=data_dir,
             policy=data_args.policy, min_agreement=data_args.min_agreement,
-            exclude_flagged_raters=data_args.exclude_flagged_raters, test_fraction=data_args.test_fraction,
+            exclude_flagged_raters=data_args.exclude_flagged_raters, include_calibration=data_args.include_calibration,
+            prior_margin=data_args.prior_margin, test_fraction=data_args.test_fraction,
         )  # fmt: skip
         log.info(result.summary())
         data = RunData(load_from_disk(str(data_dir / "dataset")), [result.export_id], data_args.campaign,

@@ -15,7 +15,10 @@ TASKS = {
 FORMATS = {
     "sft": "`messages`: the prompt's messages followed by the rater's written response (TRL conversational SFT).",
     "preference": "`prompt` / `chosen` / `rejected`, conversational with an explicit prompt (TRL DPO and friends).",
-    "reward": "`prompt` / `chosen` / `rejected` / `margin`, conversational (TRL RewardTrainer; margin = strength).",
+    "reward": "`prompt` / `chosen` / `rejected` / `margin`, conversational (TRL RewardTrainer, which subtracts the "
+    "margin inside its loss). The margin is what the raters said beyond the direction: (strength - 1) x agreement "
+    'for a judged pair (0 for "slightly better" or a split vote, 1 for a unanimous "much better"), '
+    "strength - 1 for a lead's or a gold label, and `prior_margin` (0 unless asked) for an imported prior label.",
     "kto": "`prompt` / `completion` / `label`, unpaired: each pair's chosen completion True, its rejected False.",
 }
 POLICIES = {
@@ -39,6 +42,14 @@ DROPPED = {
     "both_bad": "pairs a majority of raters flagged as both responses bad",
     "tie": "pairs whose consensus is a tie",
     "low_agreement": "pairs whose agreement is below min_agreement",
+    "calibration": "calibration (gold) items, left out of training exports (include_calibration none)",
+}
+CALIBRATION = {
+    "none": "Calibration (gold) items are not in this export: they test raters and are left out of training data.",
+    "gold": "Calibration (gold) items are included, labelled by their known (gold) answer whatever the votes said "
+    "(label_source `gold`).",
+    "votes": "Calibration (gold) items are included and labelled by the raters' votes like any other pair, even "
+    "where the votes contradict the known answer.",
 }
 
 
@@ -83,6 +94,8 @@ def _selection(filters: dict[str, Any], dropped: dict[str, int]) -> list[str]:
         "`use_prior` is on (label_source `prior`): a prior label has no agreement or confidence figure and is kept "
         "whatever `min_agreement` is.",
     ] if "policy" in filters else []  # fmt: skip
+    if "include_calibration" in filters:
+        explained.append(CALIBRATION[filters["include_calibration"]])
     excluded, settings = filters.get("excluded_raters", []), filters.get("flag_settings")
     if settings:
         explained.append(

@@ -37,7 +37,15 @@ from storage.db import write_session
 from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
 from storage.quality.consensus import POLICIES
-from storage.selection import agreement_figures, calibration_figures, decisions_for, flagged_raters_for, pair_labels
+from storage.selection import (
+    CALIBRATION_CHOICES,
+    agreement_figures,
+    calibration_figures,
+    decisions_for,
+    flagged_raters_for,
+    gold_labels_for,
+    pair_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +208,10 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
 
 def preference_rows(
     *, session: Session, campaign_id: int, policy: str, keep_ties: bool, keep_both_bad: bool, use_prior: bool,
-    test_fraction: float, min_agreement: float, exclude_flagged_raters: bool,
+    test_fraction: float, min_agreement: float, exclude_flagged_raters: bool, include_calibration: str = "none",
 ) -> Rows:  # fmt: skip
-    """One row per labelled pair, chosen/rejected by the consensus of its current judgments or else its prior."""
+    """One row per labelled pair, chosen/rejected by the consensus of its current judgments or else its prior;
+    calibration items as ``include_calibration`` says (storage.selection.pair_labels)."""
     query = select(
         Pair.id, Pair.prompt_id, Pair.response_a_id, Pair.response_b_id, Pair.prior_preference, Pair.source,
         Pair.license, Prompt.content_hash,
@@ -217,9 +226,11 @@ def preference_rows(
         judgments = {name: column if name == "reasoning" else column[~own] for name, column in judgments.items()}
     prior = pairs["prior_preference"].to_numpy().astype(float)  # nulls become NaN
     decisions = decisions_for(session=session, campaign_id=campaign_id, pair_ids=pairs["id"].to_numpy())
+    gold = gold_labels_for(session=session, campaign_id=campaign_id, pair_ids=pairs["id"].to_numpy())
     labels, keep, dropped = pair_labels(judgments, prior, policy=policy, use_prior=use_prior, keep_ties=keep_ties,
                                         keep_both_bad=keep_both_bad, min_agreement=min_agreement,
-                                        decisions=decisions)  # fmt: skip
+                                        decisions=decisions, gold=gold,
+                                        include_calibration=include_calibration)  # fmt: skip
     is_test = in_test_split(pairs["content_hash"].filter(keep).to_pylist(), test_fraction)
     labels["kept"] = kept = np.flatnonzero(keep)[np.argsort(is_test, kind="stable")]
     held = keep[judgments["pair_index"]]
@@ -229,7 +240,8 @@ def preference_rows(
     figures |= calibration_figures(calibration, pair_ids=pairs["id"].to_numpy(), pair_index=judgments["pair_index"],
                                    rater=judgments["rater_id"], preference=judgments["preference"],
                                    exported_raters=np.unique(raters))  # fmt: skip
-    figures["rows labelled by a lead's adjudication"] = int(labels["adjudicated"][kept].sum())
+    figures["rows labelled by a lead's adjudication"] = int((labels["source"][kept] == "adjudication").sum())
+    figures["calibration items among the rows"] = int((~np.isnan(gold[kept])).sum())
     return _rows(
         _pair_table(session, campaign_id, pairs, labels, judgments), is_test, pairs=pairs["id"].to_numpy()[kept],
         judgments=judgments["id"][held], raters=raters, versions=judgments["guideline_version"][held],
@@ -269,17 +281,30 @@ def sft_rows(*, session: Session, campaign_id: int, test_fraction: float) -> Row
                  provenance=provenance, dropped={}, figures={})  # fmt: skip
 
 
-def shape_rows(table: pa.Table, kind: str) -> pa.Table:
+def reward_margins(table: pa.Table, prior_margin: float) -> np.ndarray:
+    """What the raters said of each pair beyond its direction, as the margin TRL's RewardTrainer subtracts inside its
+    loss: (strength - 1) x agreement for a judged pair, so "slightly better" or a split vote asks for no margin and a
+    unanimous "much better" for 1; (strength - 1) for a lead's or a gold label; ``prior_margin`` for an imported
+    prior label (0 unless asked: the import says nothing of strength)."""
+    strength = table["strength"].to_numpy(zero_copy_only=False)
+    agreement = table["agreement"].to_numpy(zero_copy_only=False)
+    source = table["label_source"].to_numpy(zero_copy_only=False)
+    excess = np.clip(strength - 1, 0, None)
+    margin = np.where(source == "judgments", excess * np.nan_to_num(agreement), excess)
+    return np.where(source == "prior", prior_margin, margin)
+
+
+def shape_rows(table: pa.Table, kind: str, prior_margin: float = 0.0) -> pa.Table:
     """Preference rows as ``kind`` rows; sft rows stay as built.
 
-    ``reward`` adds margin = strength, which TRL's RewardTrainer subtracts inside its loss. A kept tie (reward only)
-    has A as chosen, B as rejected and margin 0, so it still nudges A above B: keep ties only with that in mind.
+    ``reward`` adds ``margin`` (``reward_margins``). A kept tie (reward only) has A as chosen, B as rejected and
+    margin 0, so it still nudges A above B: keep ties only with that in mind.
     ``kto`` makes two rows of each pair, its chosen completion labelled True and its rejected one False: that keeps
     desirable and undesirable examples 1:1 (what KTO's default weights assume), labels nothing the raters did not
     compare, and both rows share the prompt, so they land in the same split.
     """
     if kind == "reward":
-        return table.append_column("margin", table["strength"])
+        return table.append_column("margin", pa.array(reward_margins(table, prior_margin)))
     if kind != "kto":
         return table
     extras = table.drop_columns(["prompt", "chosen", "rejected"])
@@ -339,6 +364,11 @@ def _check_arguments(kind: str, out_dir: Path, test_fraction: float, options: di
         raise ValueError("min_agreement and exclude_flagged_raters apply to judgments: kind 'sft' has none")
     if not 0 <= options["min_agreement"] <= 1:
         raise ValueError(f"min_agreement must be in [0, 1]; got {options['min_agreement']}")
+    if options["include_calibration"] not in CALIBRATION_CHOICES:
+        raise ValueError(f"include_calibration must be one of {', '.join(CALIBRATION_CHOICES)}; "
+                         f"got {options['include_calibration']!r}")  # fmt: skip
+    if options["prior_margin"] and kind != "reward":
+        raise ValueError(f"prior_margin applies to kind 'reward' only: a {kind} row has no margin")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -362,24 +392,28 @@ def _collect(engine: Engine, campaign: str, kind: str, filters: dict) -> tuple[i
 def export_campaign(
     *, engine: Engine, campaign: str, kind: str, out_dir: Path, policy: str = "majority", keep_ties: bool = False,
     keep_both_bad: bool = False, use_prior: bool = True, min_agreement: float = 0.0,
-    exclude_flagged_raters: bool = False, test_fraction: float = 0.1, push_to_hub: str | None = None,
-    actor_id: int | None = None,
+    exclude_flagged_raters: bool = False, include_calibration: str = "none", prior_margin: float = 0.0,
+    test_fraction: float = 0.1, push_to_hub: str | None = None, actor_id: int | None = None,
 ) -> ExportResult:  # fmt: skip
     """Write one campaign as a TRL-ready dataset under ``out_dir`` and record what went into it.
 
     ``policy`` is storage.quality.consensus's (majority, mean or weighted); ``min_agreement`` drops judged pairs
     whose agreement is below it; ``exclude_flagged_raters`` leaves out, before consensus, the judgments of the raters
-    storage.quality.flags flags under the campaign's calibration threshold and window.
+    storage.quality.flags flags under the campaign's calibration threshold and window; ``include_calibration``
+    leaves calibration items out ("none"), labels them by their gold answer ("gold") or by the votes ("votes");
+    ``prior_margin`` is the reward margin of a prior label (``reward_margins``).
     """
     out_dir = Path(out_dir)
     options = {"policy": policy, "keep_ties": keep_ties, "keep_both_bad": keep_both_bad, "use_prior": use_prior,
-               "min_agreement": min_agreement, "exclude_flagged_raters": exclude_flagged_raters}  # fmt: skip
+               "min_agreement": min_agreement, "exclude_flagged_raters": exclude_flagged_raters,
+               "include_calibration": include_calibration, "prior_margin": prior_margin}  # fmt: skip
     _check_arguments(kind, out_dir, test_fraction, options)
-    filters = {"test_fraction": test_fraction} | ({} if kind == "sft" else options)
+    selection = {name: value for name, value in options.items() if name != "prior_margin"}
+    filters = {"test_fraction": test_fraction} | ({} if kind == "sft" else selection)
     campaign_id, rows = _collect(engine, campaign, kind, filters)
-    filters |= rows.filters
+    filters |= rows.filters | ({"prior_margin": prior_margin} if kind == "reward" else {})
     splits = {"train": rows.table.slice(0, rows.n_train), "test": rows.table.slice(rows.n_train)}
-    splits = {name: shape_rows(table, kind) for name, table in splits.items()}
+    splits = {name: shape_rows(table, kind, prior_margin) for name, table in splits.items()}
     counts = {name: table.num_rows for name, table in splits.items()}
     described = {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, **rows.card}
     dataset = write_files(splits, out_dir, dataset_card(**described), export_facts(**described))

@@ -17,9 +17,12 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from storage.frames import judgment_frame_for
-from storage.models import Adjudication, Campaign, Pair
+from storage.models import Adjudication, CalibrationItem, Campaign, Pair
 from storage.quality.consensus import array_consensus
 from storage.quality.judgments import DIRECTIONS, SCALE
+
+CALIBRATION_CHOICES = ("none", "gold", "votes")
+"""What an export does with calibration items: leave them out, label them by their gold answer, or by the votes."""
 
 
 def flagged_raters_for(*, session: Session, campaign_id: int, calibration: pd.DataFrame) -> dict[str, Any]:
@@ -59,11 +62,27 @@ def decisions_for(*, session: Session, campaign_id: int, pair_ids: np.ndarray) -
     return {"preference": preference, "both_bad": both_bad}
 
 
+def gold_labels_for(*, session: Session, campaign_id: int, pair_ids: np.ndarray) -> np.ndarray:
+    """The expected (gold) preference of each pair at ``pair_ids`` (sorted ids) that is a calibration item, NaN
+    for the others."""
+    query = (
+        select(CalibrationItem.pair_id, CalibrationItem.expected)
+        .join(Pair, Pair.id == CalibrationItem.pair_id)
+        .where(Pair.campaign_id == campaign_id)
+    )
+    gold = np.full(len(pair_ids), np.nan)
+    items = session.execute(query).all()
+    if items:
+        gold[np.searchsorted(pair_ids, [pair_id for pair_id, _ in items])] = [expected for _, expected in items]
+    return gold
+
+
 def pair_labels(
     judgments: dict, prior: np.ndarray, *, policy: str, use_prior: bool, keep_ties: bool, keep_both_bad: bool,
-    min_agreement: float, decisions: dict[str, np.ndarray] | None = None,
+    min_agreement: float, decisions: dict[str, np.ndarray] | None = None, gold: np.ndarray | None = None,
+    include_calibration: str = "none",
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:  # fmt: skip
-    """Per pair: direction, strength, agreement, confidence, n_judgments, both_bad, source ("adjudication",
+    """Per pair: direction, strength, agreement, confidence, n_judgments, both_bad, source ("adjudication", "gold",
     "judgments" or "prior"), from_prior and adjudicated (``prior`` is NaN where unknown); which pairs to keep; and
     how many were dropped, by reason (storage.card.DROPPED).
 
@@ -71,13 +90,23 @@ def pair_labels(
     both-bad flag are the label, the agreement is the share of the judgments whose sign is its direction, it has no
     confidence figure, and min_agreement never drops it (the lead settled the disagreement); ties and both-bad still
     drop as for any label.
+
+    Calibration items (``gold``, from ``gold_labels_for``: NaN for ordinary pairs) are dropped when
+    ``include_calibration`` is "none"; with "gold" their known answer is the label, exactly as a lead's decision
+    would be (so a wrong vote never labels one); with "votes" they are labelled like any other pair.
     """
+    if include_calibration not in CALIBRATION_CHOICES:
+        raise ValueError(f"include_calibration must be one of {', '.join(CALIBRATION_CHOICES)}; "
+                         f"got {include_calibration!r}")  # fmt: skip
     index, n = judgments["pair_index"], len(prior)
     labels = array_consensus(policy, item_index=index, preference=judgments["preference"],
                              rater=judgments["rater_id"], n_items=n)  # fmt: skip
     n_judgments = np.bincount(index, minlength=n)
     from_prior = (n_judgments == 0) & ~np.isnan(prior) & use_prior
     decided = decisions["preference"] if decisions else np.full(n, np.nan)
+    calibration = ~np.isnan(gold) if gold is not None else np.zeros(n, dtype=bool)
+    if include_calibration == "gold":
+        decided = np.where(calibration, gold, decided)
     adjudicated = ~np.isnan(decided)
     direction = np.where(from_prior, np.sign(np.nan_to_num(prior)), labels["direction"])
     direction = np.where(adjudicated, np.sign(np.nan_to_num(decided)), direction).astype(np.int64)
@@ -91,17 +120,31 @@ def pair_labels(
         "agreement": agreement,
         "confidence": np.where(adjudicated, np.nan, labels["confidence"]),
         "n_judgments": n_judgments,
-        "both_bad": np.where(adjudicated, decisions["both_bad"] if decisions else False, both_bad),
-        "source": np.where(adjudicated, "adjudication", np.where(from_prior, "prior", "judgments")),
+        "both_bad": np.where(
+            adjudicated & ~calibration,
+            decisions["both_bad"] if decisions else False,
+            np.where(adjudicated, False, both_bad),
+        ),
+        "source": np.where(
+            adjudicated, np.where(calibration, "gold", "adjudication"), np.where(from_prior, "prior", "judgments")
+        ),
         "from_prior": from_prior & ~adjudicated,
         "adjudicated": adjudicated,
     }
     labelled = (n_judgments > 0) | from_prior | adjudicated
+    left_out = labelled & calibration & (include_calibration == "none")
+    labelled &= ~left_out
     bad = labelled & labels["both_bad"] & (not keep_both_bad)
     tie = labelled & ~bad & (labels["direction"] == 0) & (not keep_ties)
     # NaN agreement (a prior label's) is never below; an adjudicated pair is never dropped for it.
     low = labelled & ~bad & ~tie & ~adjudicated & (labels["agreement"] < min_agreement)
-    dropped = {"unlabelled": ~labelled, "both_bad": bad, "tie": tie, "low_agreement": low}
+    dropped = {
+        "unlabelled": ~labelled & ~left_out,
+        "calibration": left_out,
+        "both_bad": bad,
+        "tie": tie,
+        "low_agreement": low,
+    }
     return labels, labelled & ~bad & ~tie & ~low, {reason: int(mask.sum()) for reason, mask in dropped.items()}
 
 

@@ -189,7 +189,9 @@ def test_ties_and_both_bad_are_kept_only_on_request(engine, tmp_path, seeded):
     assert set(rows) == {"b wins", "a wins", "tie", "both bad", "one bad", "policies differ", "prior"}
     assert rows["tie"]["margin"] == 0 and rows["tie"]["chosen"][0]["content"] == "tie A"
     assert rows["both bad"]["both_bad"] and not rows["b wins"]["both_bad"]
-    assert rows["b wins"]["margin"] == pytest.approx(1.5)
+    # (strength 1.5 - 1) x agreement 2/3: a split vote asks for a small margin
+    assert rows["b wins"]["margin"] == pytest.approx(1 / 3)
+    assert rows["a wins"]["margin"] == pytest.approx(0.5) and rows["prior"]["margin"] == 0
     with pytest.raises(ValueError, match="keep_ties applies to kind 'reward' only"):
         export(engine, tmp_path, "pref", keep_ties=True)
     assert not (tmp_path / "pref").exists()
@@ -380,7 +382,7 @@ def test_weighted_policy_trusts_the_reliable_rater_over_two_unreliable_ones(engi
     assert q_rows(quality, majority)["target"]["chosen"][0]["content"] == "target B"
     target = q_rows(quality, weighted)["target"]
     assert target["chosen"][0]["content"] == "target A" and target["agreement"] == pytest.approx(1 / 3)
-    assert target["strength"] == target["margin"] == 2 and 0.5 < target["confidence"] < 1
+    assert target["strength"] == 2 and target["margin"] == pytest.approx(1 / 3) and 0.5 < target["confidence"] < 1
     for name, row in q_rows(quality, weighted).items():  # elsewhere the reliable raters carry the label
         side = "B" if name.startswith("c") or (name[0] == "p" and int(name[1:]) % 2) else "A"
         assert row["chosen"][0]["content"].endswith(side), name
@@ -511,3 +513,38 @@ def test_card_agreement_figures_match_the_quality_engine_on_simulated_judgments(
         figures[raw] == round(agreement.raw_agreement.value, 4)
         and figures["raters whose judgments were exported"] == 12
     )
+
+
+def test_prior_labels_give_the_reward_loss_no_margin_unless_asked(engine, tmp_path, seeded):
+    """An import says which response is preferred, never by how much: a constant margin would dominate the loss."""
+    result, dataset = export(engine, tmp_path, "reward", kind="reward")
+    prior = case_rows(seeded, dataset)["prior"]
+    assert prior["label_source"] == "prior" and prior["strength"] == 2 and prior["margin"] == 0
+    assert "prior_margin" in (result.out_dir / "README.md").read_text()
+    _, asked = export(engine, tmp_path, "asked", kind="reward", prior_margin=0.5)
+    assert case_rows(seeded, asked)["prior"]["margin"] == 0.5
+    assert case_rows(seeded, asked)["b wins"]["margin"] == pytest.approx(1 / 3)  # judged rows keep theirs
+    with pytest.raises(ValueError, match="prior_margin applies to kind 'reward' only"):
+        export(engine, tmp_path, "pref", prior_margin=0.5)
+
+
+def test_calibration_items_leave_training_exports_or_carry_their_gold_label(engine, tmp_path, quality):
+    """Every rater voted B on c0 (gold: A much better); c1..c5 follow the gold. The wrong vote never labels c0."""
+    with write_session(engine) as s:
+        c0 = s.get(CalibrationItem, s.exec(select(CalibrationItem.id).where(
+            CalibrationItem.pair_id == quality["pairs"]["c0"])).one())  # fmt: skip
+    with write_session(engine) as s, s.begin():
+        s.get(CalibrationItem, c0.id).expected = -2
+    result, default = export(engine, tmp_path, "default", campaign="q")
+    assert not {name for name in q_rows(quality, default) if name.startswith("c")}
+    card = (result.out_dir / "README.md").read_text()
+    assert "Calibration (gold) items are not in this export" in card and "calibration (gold) items" in card
+    _, gold = export(engine, tmp_path, "gold", campaign="q", include_calibration="gold")
+    row = q_rows(quality, gold)["c0"]
+    assert row["chosen"][0]["content"] == "calibration 0 A" and row["label_source"] == "gold"
+    assert q_rows(quality, gold)["c1"]["chosen"][0]["content"] == "calibration 1 B"
+    _, votes = export(engine, tmp_path, "votes", campaign="q", include_calibration="votes")
+    assert q_rows(quality, votes)["c0"]["chosen"][0]["content"] == "calibration 0 B"
+    assert q_rows(quality, votes)["c0"]["label_source"] == "judgments"
+    with pytest.raises(ValueError, match="include_calibration must be one of none, gold, votes"):
+        export(engine, tmp_path, "bad", campaign="q", include_calibration="all")
