@@ -81,10 +81,14 @@ def _evaluate(run_dir: Path, configs, rows: Dataset) -> tuple[dict[str, Any], di
     # The trainers need train rows to be built; evaluation reads only the test split.
     built = module.build_trainer(training_args, model_args, DatasetDict({"train": rows, "test": rows}), model=model,
                                  tokenizer=tokenizer, **refs)  # fmt: skip
-    trainer, extra = built if method == "reward" else (built, {})
-    if extra:  # the train split is the same rows: only the evaluated ones count
-        extra = {"truncated_pairs": extra["truncated_pairs"]["test"], "max_length": extra["max_length"]}
-    return trainer.evaluate(), extra, module.HEADLINE
+    if method != "reward":
+        return built.evaluate(), {}, module.HEADLINE
+    trainer, extra = built  # the train split is the same rows: only the evaluated ones count
+    extra = {"truncated_pairs": extra["truncated_pairs"]["test"], "max_length": extra["max_length"]}
+    # Exact per-pair figures (a tie counted wrong) replace TRL's mean of per-batch accuracies.
+    figures = module.pair_figures(trainer.model, tokenizer, rows, training_args.max_length)
+    evaluation = trainer.evaluate() | {"eval_accuracy": figures["accuracy"], "eval_margin": figures["mean_margin"]}
+    return evaluation, extra | {"pairwise": figures}, module.HEADLINE
 
 
 def _write(run_dir: Path, name: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,14 @@ CHATML = (
 )
 """ChatML with {% generation %} markers around each assistant reply and its <|im_end|>: what assistant-only loss
 needs (the end-of-turn token inside, so the model learns to stop)."""
+ENCODER_TURNS = (
+    "{{ cls_token }}{%- for message in messages %}"
+    "{{ message['role'] | capitalize + ': ' + message['content'] + '\n' }}"
+    "{%- endfor %}{{ sep_token }}"
+)
+"""The template an encoder (a reward model's backbone, e.g. BERT) gets: its CLS token first, where the classifier
+reads the text (a chat template adds no special tokens of its own), then "User: ...", "Assistant: ...", which cost
+two word pieces a turn where ChatML's markers cost about sixteen of the few hundred tokens it can read."""
 
 
 def check_loadable(model_args: ModelArguments) -> None:
@@ -76,12 +84,15 @@ def _without_gguf_quantizer(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
-    """The model's tokenizer; without a chat template (an encoder) it gets ChatML, and without EOS its SEP token."""
+    """The model's tokenizer. Without a chat template an encoder (it has a CLS token) gets ``ENCODER_TURNS`` and any
+    other model ChatML; without EOS it gets its SEP token."""
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
                                               gguf_file=model_args.gguf_file)  # fmt: skip
     if tokenizer.chat_template is None:
-        log.info("%s has no chat template: using ChatML", model_args.model_name_or_path)
-        tokenizer.chat_template = CHATML
+        encoder = tokenizer.cls_token is not None
+        template = "plain turns" if encoder else "ChatML"
+        log.info("%s has no chat template: using %s", model_args.model_name_or_path, template)
+        tokenizer.chat_template = ENCODER_TURNS if encoder else CHATML
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:  # BERT-like encoders end a text with SEP
         tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.pad_token is None:
@@ -151,12 +162,15 @@ def preference_trainer(trainer_class, method: str, training_args, model_args: Mo
     )
 
 
-def train_and_evaluate(trainer, has_test: bool, headline: dict[str, str], extra: dict | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    trainer, has_test: bool, headline: dict[str, str], extra: dict | None = None, heldout=None
+) -> dict[str, Any]:
     """Train (from ``args.resume_from_checkpoint`` when set), save model and tokenizer to the output folder, evaluate
     on test, write metrics.json (on the main process) and return the metrics.
 
     ``headline`` names, for this method, the eval metrics that matter (e.g. reward's pairwise accuracy); ``extra``
-    joins the metrics as is (e.g. how many pairs were truncated).
+    joins the metrics as is (e.g. how many pairs were truncated); ``heldout(trainer)``, when given, returns metrics
+    of the trained model on test that replace or join the trainer's own (e.g. reward's per-pair figures).
     """
     result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     if not math.isfinite(result.training_loss):
@@ -169,6 +183,7 @@ def train_and_evaluate(trainer, has_test: bool, headline: dict[str, str], extra:
     if has_test:
         evaluation = trainer.evaluate()
         metrics |= {name: evaluation[key] for name, key in headline.items() if key in evaluation}
+        metrics |= heldout(trainer) if heldout else {}
         metrics["eval"] = evaluation
     else:
         metrics["eval"] = "no test rows: nothing held out to evaluate on"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
@@ -17,6 +19,7 @@ from trl import RewardConfig, RewardTrainer
 from alignment.arguments import DataArguments, ModelArguments
 from alignment.data import training_columns
 from alignment.model import load_reward_model, load_tokenizer, reward_peft_config, train_and_evaluate
+from storage.quality.pairwise import pairwise_figures
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,38 @@ def tokenize_pairs(rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_length
     return encoded.remove_columns("truncated"), sum(encoded["truncated"])
 
 
+@torch.inference_mode()
+def score_encoded(model, tokenizer: PreTrainedTokenizerBase, encoded: Dataset, batch_size: int = 32) -> dict:
+    """Each pair's chosen and rejected score from token ids (``tokenize_pairs``'s rows), in batches of similar
+    length so little is padding."""
+    model.eval()
+    device = next(model.parameters()).device
+    scores = {}
+    for side in ("chosen", "rejected"):
+        ids = encoded[f"{side}_ids"]
+        order, out = np.argsort([len(i) for i in ids]), np.empty(len(ids))
+        for start in range(0, len(ids), batch_size):
+            batch = order[start : start + batch_size]
+            padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(device)
+            out[batch] = model(**padded).logits[:, 0].float().cpu().numpy()
+        scores[side] = out
+    return scores
+
+
+def _reply_lengths(completions: list) -> np.ndarray:
+    """Characters of each completion's final reply (conversational: its last message)."""
+    return np.array([len(c[-1]["content"] if isinstance(c, list) else c) for c in completions])
+
+
+def pair_figures(model, tokenizer: PreTrainedTokenizerBase, rows: Dataset, max_length: int | None) -> dict:
+    """storage.quality.pairwise's figures for ``model`` on ``rows`` (prompt/chosen/rejected), every pair scored
+    as the model was trained: cut from the left to ``max_length``."""
+    encoded, _ = tokenize_pairs(rows.select_columns(["prompt", "chosen", "rejected"]), tokenizer, max_length)
+    scores = score_encoded(model, tokenizer, encoded)
+    return pairwise_figures(scores["chosen"], scores["rejected"], _reply_lengths(rows["chosen"]),
+                            _reply_lengths(rows["rejected"]))  # fmt: skip
+
+
 def build_trainer(
     training_args: RewardConfig, model_args: ModelArguments, dataset: DatasetDict, *, model=None, tokenizer=None
 ) -> tuple[RewardTrainer, dict[str, Any]]:
@@ -93,6 +128,16 @@ def build_trainer(
 def main(
     data_args: DataArguments, training_args: RewardConfig, model_args: ModelArguments, dataset: DatasetDict
 ) -> dict[str, Any]:
-    """Train on ``dataset`` (prompt/chosen/rejected[/margin]); metrics include held-out pairwise accuracy."""
+    """Train on ``dataset`` (prompt/chosen/rejected[/margin]); metrics include held-out pairwise accuracy (a tie
+    counted wrong) with its 95% interval and the length figures of ``pair_figures``."""
     trainer, extra = build_trainer(training_args, model_args, dataset)
-    return train_and_evaluate(trainer, trainer.eval_dataset is not None, HEADLINE, extra)
+
+    def heldout(trainer) -> dict[str, Any]:
+        zero3 = getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        if zero3 or not trainer.is_world_process_zero():  # ZeRO-3 shards the weights: `launch.py eval` scores then
+            return {}
+        figures = pair_figures(trainer.model, trainer.processing_class, dataset["test"], training_args.max_length)
+        return {"heldout_pairwise_accuracy": figures["accuracy"], "heldout_mean_margin": figures["mean_margin"],
+                "heldout_pairwise": figures}  # fmt: skip
+
+    return train_and_evaluate(trainer, trainer.eval_dataset is not None, HEADLINE, extra, heldout=heldout)

@@ -72,6 +72,12 @@ def test_pairs_are_scored_and_swapping_them_mirrors_the_scores(trained, method, 
     assert wrong["pairwise_accuracy"] == pytest.approx(1 - right["pairwise_accuracy"])
     assert wrong["mean_margin"] == pytest.approx(-right["mean_margin"], rel=1e-4)
     assert json.loads((run_dir / "eval" / "pairs-right.jsonl.json").read_text())["pairs"] == 12
+    if method == "reward":  # per pair: the interval, and what a length-only model would give away
+        figures = right["pairwise"]
+        assert figures["pairs"] == 12 and figures["ci95"][0] <= right["pairwise_accuracy"] <= figures["ci95"][1]
+        assert figures["longer_response_chosen_by_labels"] == 1.0  # "X are interesting..." is the longer text
+        assert figures["accuracy_when_chosen_is_longer"]["pairs"] == 12
+        assert wrong["pairwise"]["accuracy_when_chosen_is_shorter"]["pairs"] == 12
 
 
 def test_pairs_without_a_preference_are_skipped_and_counted(trained, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import load_from_disk
 from sqlmodel import Session
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -83,3 +84,17 @@ def test_a_reward_run_repeats_exactly_with_its_seed(sqlite_engine, tmp_path, tin
     ]
     assert runs[0].metrics["train_loss"] == runs[1].metrics["train_loss"]
     assert all(torch.equal(heads[0][name], heads[1][name]) for name in heads[0])
+
+
+def test_the_tiny_reward_recipe_learns_a_separable_toy_set(sqlite_engine, tmp_path, tiny_encoder):
+    """Imported prior labels bring no margin, so the loss starts at ln 2 and must fall well below it as the model
+    learns that "X are interesting and useful." beats "I do not know about X."."""
+    campaign = seed_campaign(sqlite_engine, tmp_path)
+    overrides = ["--model_name_or_path", tiny_encoder, "--campaign", campaign, "--output_root", str(tmp_path / "runs"),
+                 "--max_steps", "40", "--test_fraction", "0.3"]  # fmt: skip
+    run = train(RECIPES / "reward.yaml", overrides, engine=sqlite_engine)
+    exported = load_from_disk(str(Path(run.output_path) / "data" / "dataset"))
+    assert set(exported["train"]["margin"]) == {0.0}
+    assert run.metrics["train_loss"] < 0.85 * math.log(2) and run.metrics["eval"]["eval_loss"] < 0.5 * math.log(2)
+    heldout = run.metrics["heldout_pairwise"]
+    assert heldout["pairs"] >= 3 and heldout["accuracy"] == 1.0 and heldout["mean_margin"] > 0
