@@ -1,16 +1,28 @@
-"""Users: creation, password checks (argon2 via argon2-cffi), role changes, the first admin."""
+"""Users: creation, password checks (argon2 via argon2-cffi), role, activation and password changes, the first admin.
+
+Every change that should end what an account's open sessions may do (role, deactivation, password) revokes them
+(storage.sessions.revoke_sessions); erasure does too (storage.erasure).
+"""
 
 from __future__ import annotations
 
 import secrets
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
 from storage.models import AuditEvent, Role, User, UserCreate
+from storage.sessions import revoke_sessions
 
 _hasher = PasswordHasher()
+
+
+@cache
+def _dummy_hash() -> str:
+    """An argon2 hash of a random secret nobody knows, with the same parameters as real ones."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def create_user(*, session: Session, user: UserCreate, actor_id: int | None = None) -> User:
@@ -25,27 +37,67 @@ def create_user(*, session: Session, user: UserCreate, actor_id: int | None = No
 
 
 def authenticate(*, session: Session, username: str, password: str) -> User | None:
-    """The active user with these credentials, or None."""
+    """The active user with these credentials, or None. Writes nothing (``rehash_password`` does, when due).
+
+    An unknown name, a deactivated or an erased account costs one argon2 verification, against a dummy hash, just
+    as a real account does: how long a refusal takes must not tell which usernames exist.
+    """
     user = session.exec(select(User).where(User.username == username)).first()
-    if user is None or not user.active:
-        return None
+    usable = user is not None and user.active and user.password_hash.startswith("$argon2")
     try:
-        _hasher.verify(user.password_hash, password)
+        _hasher.verify(user.password_hash if usable else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
+    return user if usable else None
+
+
+def rehash_password(*, session: Session, user_id: int, password: str) -> None:
+    """After a successful sign-in: rehash the password if argon2's parameters have changed since it was set."""
+    user = session.get(User, user_id)
+    if user is not None and _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
+        session.flush()
+
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise ValueError(f"no user with id {user_id}")
     return user
 
 
 def set_role(*, session: Session, user_id: int, role: Role, actor_id: int | None) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise ValueError(f"no user with id {user_id}")
+    """Change the account's role; if it changed, its sessions end, so the new role starts from a fresh sign-in."""
+    user = _user(session, user_id)
     details = {"from": user.role, "to": role}
-    user.role = role
+    if user.role != role:
+        user.role = role
+        revoke_sessions(session=session, user=user)
     session.add(AuditEvent(actor_id=actor_id, action="user.role", target=user.username, details=details))
     session.flush()
+    return user
+
+
+def set_active(*, session: Session, user_id: int, active: bool, actor_id: int | None) -> User:
+    """(De)activate the account; a deactivation ends its sessions at once. Audited when it changes anything."""
+    user = _user(session, user_id)
+    if user.active != active:
+        user.active = active
+        action = "user.activate" if active else "user.deactivate"
+        session.add(AuditEvent(actor_id=actor_id, action=action, target=user.username))
+        revoke_sessions(session=session, user=user)
+    session.flush()
+    return user
+
+
+def set_password(*, session: Session, user_id: int, password: str, actor_id: int | None) -> User:
+    """Set a new password (at least 8 characters); every session of the account ends. Audited, without it."""
+    if len(password) < 8:
+        raise ValueError("a password needs at least 8 characters")
+    user = _user(session, user_id)
+    user.password_hash = _hasher.hash(password)
+    session.add(AuditEvent(actor_id=actor_id, action="user.password", target=user.username))
+    revoke_sessions(session=session, user=user)
     return user
 
 

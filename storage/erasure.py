@@ -4,7 +4,7 @@
 memberships. ``anonymise`` keeps their judgments and demonstrations, reasoning text included, so agreement stays
 measurable, but cuts every tie to the person: a new username and pseudonym, no password, no Hugging Face account,
 no domains. In both modes the user row itself stays, deactivated and de-identified, because exports
-(``created_by``), adjudications (``decided_by``) and audit events point at it.
+(``created_by``), adjudications (``decided_by``) and audit events point at it; every session of the account ends.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from storage.models import (
     Demonstration,
     ExportRecord,
     Judgment,
+    LoginFailure,
     Role,
     TrainingRun,
     User,
     new_pseudonym,
     utcnow,
 )
+from storage.sessions import LOGIN_ACTIONS, revoke_sessions
 
 MODES = ("remove", "anonymise")
 UNUSABLE_PASSWORD = "!erased"  # not an argon2 hash: authenticate() refuses it
@@ -110,6 +112,15 @@ def _de_identify(session: Session, user: User) -> None:
     old = user.username
     user.username, user.pseudonym, user.password_hash = f"erased-{user.id}", new_pseudonym(), UNUSABLE_PASSWORD
     user.hf_username, user.domains, user.active = None, [], False
+    revoke_sessions(session=session, user=user)  # a browser still signed in as them gets nothing from now on
+    # Sign-in records hold the addresses they came from: the events stay, the addresses and refused attempts go.
+    session.execute(
+        update(AuditEvent)
+        .where(AuditEvent.target == old, col(AuditEvent.action).in_(LOGIN_ACTIONS))
+        .values(details={}),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(delete(LoginFailure).where(LoginFailure.username == old.lower()))
     # Audit events about the account name it: keep the events, drop the name.
     session.execute(
         update(AuditEvent)

@@ -105,6 +105,9 @@ class User(UserBase, table=True):
     pseudonym: str = Field(default_factory=new_pseudonym, sa_column_kwargs={"unique": True}, max_length=32)
     hf_username: str | None = Field(default=None, max_length=96)  # the Hugging Face account (OAuth on Spaces)
     created_at: datetime = Field(default_factory=utcnow)
+    # Bumped to end every session of the account at once (storage.sessions.revoke_sessions): a session is valid only
+    # while the epoch it was opened under is still the account's.
+    session_epoch: int = 0
 
 
 class UserPublic(UserBase):
@@ -419,6 +422,33 @@ class TrainingRun(SQLModel, table=True):
     stale: bool = False  # set when data it learned from was erased
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+
+class LoginSession(SQLModel, table=True):
+    """A signed-in browser or API client. The row holds a keyed hash of the cookie's token, never the token, and is
+    bound to the account id and the account's ``session_epoch`` at sign-in (see storage.sessions)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    user_id: int = Field(foreign_key="user.id", index=True)
+    epoch: int
+    address: str = Field(default="", max_length=64)  # the client address it signed in from
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class LoginFailure(SQLModel, table=True):
+    """One refused password, for the login throttle: counted per account name and per client address."""
+
+    __table_args__ = (
+        Index("ix_loginfailure_username_at", "username", "at"),
+        Index("ix_loginfailure_address_at", "address", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64)  # as typed, lowercased: unknown names count as known ones do
+    address: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+    cleared: bool = False  # a later sign-in to the account took it off the account's count, never the address's
 
 
 class DeletionRequest(SQLModel, table=True):

@@ -1,7 +1,9 @@
-"""What every studio service shares: one retried transaction per action, and who the caller is and may do.
+"""What every studio service shares: one retried transaction per action, who the caller is and what they may do.
 
 Permissions live here and in the services, never in the UI: Gradio exposes every event handler over HTTP, so a
-hidden button protects nothing.
+hidden button protects nothing. Who the caller is comes from their session (``session_user``), resolved afresh for
+every action: a session belongs to an account id, not a name, and ends when it expires, on logout, or when the
+account is deactivated, erased, or has its role or password changed (storage.sessions).
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ import itertools
 import logging
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from storage import members
-from storage.accounts import authenticate
+from storage import accounts, members
+from storage import sessions as login_sessions
 from storage.db import write_session
-from storage.models import AuditEvent, Campaign, Role, User
+from storage.models import AuditEvent, Campaign, Role, User, utcnow
+from studio.sessions import SessionArguments, minutes_until, new_token
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,17 @@ T = TypeVar("T")
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
 ATTEMPTS = 4
+MAX_PASSWORD_CHARS = 1024  # longer is refused unhashed: no one's password is, and hashing megabytes costs
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """A login attempt's result: the new session's token, or why not (and, while locked, for how long)."""
+
+    token: str | None = None
+    username: str = ""
+    refusal: str = ""
+    retry_after_s: int = 0
 
 
 class PermissionDenied(PermissionError):
@@ -37,10 +52,21 @@ class PermissionDenied(PermissionError):
 class Service:
     """The base of the studio's services. Each public method of a subclass is one transaction."""
 
-    def __init__(self, engine: Engine, lease_minutes: int = 30, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, engine: Engine, lease_minutes: int = 30, rng: random.Random | None = None,
+        login: SessionArguments | None = None,
+    ) -> None:  # fmt: skip
         self.engine = engine
         self.lease = timedelta(minutes=lease_minutes)
         self.rng = rng or random.Random()
+        self._login = login
+
+    @property
+    def login(self) -> SessionArguments:
+        """Session lifetime, throttle and cookie settings; from the environment unless given."""
+        if self._login is None:
+            self._login = SessionArguments.from_env()
+        return self._login
 
     def _transaction(self, action: Callable[[Session], T]) -> T:
         for attempt in itertools.count(1):
@@ -52,14 +78,85 @@ class Service:
                     raise
                 log.info("retrying after a transaction conflict (attempt %d): %s", attempt, error.orig)
 
-    def check_login(self, username: str, password: str) -> bool:
-        """Gradio's auth hook: an active user with this password."""
-        return self._transaction(
-            lambda session: authenticate(session=session, username=username, password=password) is not None
-        )
+    def log_in(self, username: str, password: str, address: str = "") -> LoginOutcome:
+        """Check a password under the throttle (per account name and per client address); on success open a session
+        bound to the account and return its token. Failures are counted and audited; while locked, even the right
+        password is refused, unhashed, with how long to wait."""
+        now, name = utcnow(), username.strip()
+        key, address = name.lower()[:64], address[:64]
+        with Session(self.engine) as session:  # reads only: argon2 runs without holding SQLite's write lock
+            locked = self._locked(session, key, address, now)
+            if locked is None and len(password) <= MAX_PASSWORD_CHARS:
+                user = accounts.authenticate(session=session, username=name, password=password)
+                found = None if user is None else (user.id, user.session_epoch, user.username)
+            else:
+                found = None
+        if locked is not None:
+            log.warning("login refused while locked: %r from %s", key, address or "an unknown address")
+            return LoginOutcome(refusal=locked[0], retry_after_s=max(1, int((locked[1] - now).total_seconds())))
+        token = new_token() if found else None
+
+        def record(session: Session) -> None:
+            details = {"address": address}
+            if found is None:
+                window = self.login.window
+                login_sessions.record_failure(session=session, username=key, address=address, at=now, keep=window)
+                session.add(AuditEvent(action="user.login_failed", target=name[:256], details=details))
+                return
+            user_id, epoch, _ = found
+            hashed, lifetime = self.login.hash_token(token), self.login.lifetime
+            login_sessions.clear_failures(session=session, username=key)
+            login_sessions.open_session(
+                session=session, user_id=user_id, epoch=epoch, token_hash=hashed, now=now, lifetime=lifetime,
+                address=address,
+            )  # fmt: skip
+            accounts.rehash_password(session=session, user_id=user_id, password=password)
+            session.add(AuditEvent(actor_id=user_id, action="user.login", target=found[2], details=details))
+
+        self._transaction(record)
+        if found is None:
+            return LoginOutcome(refusal="Wrong username or password.")
+        return LoginOutcome(token=token, username=found[2])
+
+    def _locked(self, session: Session, key: str, address: str, now: datetime) -> tuple[str, datetime] | None:
+        """(what to tell the person, until when) while the account name or the address has too many recent
+        failures; a failure stops counting once it is older than the window."""
+        since, window = now - self.login.window, self.login.window
+        checks = [
+            ("this account", {"username": key}, self.login.max_failures),
+            ("your address", {"address": address}, self.login.max_failures_per_address),
+        ]
+        for whose, where, limit in checks:
+            times = login_sessions.recent_failures(session=session, since=since, **where)
+            if len(times) >= limit:
+                until = times[len(times) - limit] + window
+                wait = minutes_until(until, now)
+                return (f"Too many failed logins for {whose}: try again in {wait} minute{'s' * (wait != 1)}.", until)
+        return None
+
+    def signed_in(self, token: str | None) -> tuple[int, str] | None:
+        """(id, username) of the active account a session token belongs to; None for a missing, expired or
+        revoked session."""
+        if not token:
+            return None
+        with Session(self.engine) as session:
+            user = login_sessions.session_user(session=session, token_hash=self.login.hash_token(token), now=utcnow())
+            return None if user is None else (user.id, user.username)
+
+    def session_user(self, token: str | None) -> int:
+        """The id of the account behind a session token; PermissionDenied once the session has ended."""
+        if (found := self.signed_in(token)) is None:
+            raise PermissionDenied("Your session has ended (expired, logged out or revoked): reload and log in again.")
+        return found[0]
+
+    def log_out(self, token: str | None) -> None:
+        """End this one session."""
+        if token:
+            hashed = self.login.hash_token(token)
+            self._transaction(lambda session: login_sessions.close_session(session=session, token_hash=hashed))
 
     def user_id(self, username: str | None) -> int:
-        """The id behind a logged-in username."""
+        """The id of the active account with this name (the command line and tests; requests go by session)."""
         with Session(self.engine) as session:
             user_id = session.exec(select(User.id).where(User.username == username, User.active)).first()
         if user_id is None:

@@ -1,4 +1,5 @@
-"""The admins' actions on accounts: list, create, change role, (de)activate, erase. One transaction each, audited.
+"""The admins' actions on accounts: list, create, change role, (de)activate, reset a password, erase. One transaction
+each, audited; each but creation ends the account's sessions (storage.accounts, storage.erasure).
 
 An admin may not demote, deactivate or erase their own account: that is how a studio loses its last admin.
 """
@@ -107,14 +108,21 @@ class AdminService(Service):
 
         def action(session: Session) -> UserPublic:
             user = self._other_user(session, actor_id, username, "deactivate or reactivate")
-            if user.active != active:
-                user.active = active
-                verb = "user.activate" if active else "user.deactivate"
-                session.add(AuditEvent(actor_id=actor_id, action=verb, target=user.username))
-            session.flush()
+            user = accounts.set_active(session=session, user_id=user.id, active=active, actor_id=actor_id)
             return UserPublic.model_validate(user)
 
         return self._transaction(action)
+
+    def reset_password(self, actor_id: int, username: str) -> str:
+        """Give the account a new generated password, to be shown once; every session of the account ends."""
+        password = accounts.new_password()
+
+        def action(session: Session) -> None:
+            user = self._other_user(session, actor_id, username, "reset the password of")
+            accounts.set_password(session=session, user_id=user.id, password=password, actor_id=actor_id)
+
+        self._transaction(action)
+        return password
 
     def erase(self, actor_id: int, username: str, mode: str) -> ErasureReport:
         """Erase a user's data, ``mode`` "remove" or "anonymise" (storage.erasure); audited."""

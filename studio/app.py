@@ -2,8 +2,9 @@
 
 Start it with `launch_studio(service, ...)`, as launch.py and the tests do: Gradio 6 takes a page's script, styles
 and login in `launch()`, not in `gr.Blocks()`, so `LAUNCH_KWARGS` carries the rater script (drafts, keyboard
-shortcuts, paste events: static/studio.js) and styles to it. Off Spaces the login is Gradio's password form; on a
-Space with `hf_oauth: true` it is Hugging Face OAuth (studio.login).
+shortcuts, paste events: static/studio.js) and styles to it, and studio.server's `launch_kwargs` Concord's own
+login and sessions, the permission-checked export download and the upload limit. On a Space with `hf_oauth: true`
+the login is Hugging Face OAuth instead (studio.login).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from storage.db import data_dir
+from studio import server
 from studio.leads import LeadService
 from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
@@ -40,7 +42,7 @@ DEFAULT_CONCURRENCY = 8
 def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
     """The studio, queued: rater tabs for everyone, Lead and Users tabs shown by role; the user is the one the login
     resolved (``studio.login.current_user``). Exports made in the studio are written under ``exports_dir``."""
-    leads = LeadService(service.engine)
+    leads = LeadService(service.engine, login=service.login)
     with gr.Blocks(title="Concord") as app:
         with gr.Row(equal_height=True, elem_id="concord-header"):
             gr.Markdown("## Concord", scale=1)
@@ -86,7 +88,7 @@ def launch_studio(
     if hf_oauth_enabled() and (first_admin := os.environ.get("CONCORD_ADMIN_HF_USERNAME", "").strip()):
         if service.link_first_admin(first_admin):
             log.info("linked the first admin to the Hugging Face account %r", first_admin)
-    auth = None if hf_oauth_enabled() else service.check_login
-    # Gradio serves downloads only from allowed folders: the export zips live in the data folder.
-    app.launch(auth=auth, show_error=True, allowed_paths=[str(exports_dir)], **LAUNCH_KWARGS, **launch_kwargs)
+    # No allowed_paths: Gradio's file route serves nothing from the data folder; exports download through
+    # studio.server's permission-checked route.
+    app.launch(show_error=True, **server.launch_kwargs(service), **LAUNCH_KWARGS, **launch_kwargs)
     return app

@@ -1,5 +1,5 @@
 """What campaign leads (and admins) do: set campaigns up, import, choose members, mark calibration items, read the
-quality report, adjudicate disagreements and export. No UI code.
+quality report, adjudicate disagreements and export (studio.exports). No UI code.
 
 Every public method takes the acting user's id first and checks in the service that they may act: the campaign's
 leads and admins for campaign actions, admins for accounts (studio.admin). Each is one transaction, except import
@@ -9,10 +9,9 @@ Results are frozen dataclasses or ``*Public`` schemas, never rows bound to a ses
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlmodel import Session, select
@@ -35,14 +34,10 @@ from storage.models import (
 from storage.review import Decision, JudgmentView, PairDetail, PairSummary
 from studio.access import PermissionDenied
 from studio.admin import AdminService, clean_domains
+from studio.exports import ExportService
 from studio.validation import ValidationFailed, message
 
-if TYPE_CHECKING:
-    from storage.export import ExportResult
-
-__all__ = ["Decision", "ExportPreview", "JudgmentView", "LeadService", "MemberRow", "PairDetail", "PairSummary"]
-
-PREVIEW_ROWS = 5
+__all__ = ["Decision", "JudgmentView", "LeadService", "MemberRow", "PairDetail", "PairSummary"]
 
 
 @dataclass(frozen=True)
@@ -51,18 +46,6 @@ class MemberRow:
     role: str  # the role in this campaign: rater | lead
     domains: list[str]  # the user's domains
     active: bool
-
-
-@dataclass(frozen=True)
-class ExportPreview:
-    export_id: int
-    out_dir: Path
-    kind: str
-    counts: dict[str, int]
-    summary: str
-    rows: list[dict[str, Any]]  # the first rows of the train split
-    card: str  # the dataset card (README.md)
-    zip_path: Path  # the export folder as one .zip, for download
 
 
 def _member_row(user: User, role: str) -> MemberRow:
@@ -88,8 +71,9 @@ def _calibration_item(
         raise ValidationFailed(message(error)) from None
 
 
-class LeadService(AdminService):
-    """The leads' and admins' actions; the admins' own (accounts) come from AdminService."""
+class LeadService(AdminService, ExportService):
+    """The leads' and admins' actions; the admins' own (accounts) come from AdminService, exports from
+    ExportService."""
 
     def _lead_of_pair(self, session: Session, actor_id: int, pair_id: int) -> tuple[User, Pair]:
         pair = session.get(Pair, pair_id)
@@ -287,40 +271,3 @@ class LeadService(AdminService):
             return row.id
 
         return self._transaction(action)
-
-    def export(
-        self, actor_id: int, campaign_id: int, *, out_dir: Path, kind: str = "preference", policy: str = "majority",
-        min_agreement: float = 0.0, exclude_flagged_raters: bool = False, keep_ties: bool = False,
-        keep_both_bad: bool = False, use_prior: bool = True, test_fraction: float = 0.1,
-        push_to_hub: str | None = None,
-    ) -> ExportPreview:  # fmt: skip
-        """Export the campaign (storage.export.export_campaign, every option of ``launch.py export``), then return
-        a preview: the first rows of the train split, the dataset card and a .zip of the folder. Audited by storage.
-        """
-        from storage.export import export_campaign  # datasets and pyarrow load only when a lead exports
-
-        name = self._transaction(lambda session: self._lead_of(session, actor_id, campaign_id)[1].name)
-        result = export_campaign(
-            engine=self.engine, campaign=name, kind=kind, out_dir=Path(out_dir), policy=policy,
-            min_agreement=min_agreement, exclude_flagged_raters=exclude_flagged_raters, keep_ties=keep_ties,
-            keep_both_bad=keep_both_bad, use_prior=use_prior, test_fraction=test_fraction, push_to_hub=push_to_hub,
-            actor_id=actor_id,
-        )  # fmt: skip
-        return _preview(result)
-
-
-def _preview(result: ExportResult) -> ExportPreview:
-    import pyarrow.parquet as pq
-
-    train = pq.read_table(result.out_dir / "parquet" / "train.parquet")
-    archive = shutil.make_archive(str(result.out_dir), "zip", root_dir=result.out_dir)
-    return ExportPreview(
-        export_id=result.export_id,
-        out_dir=result.out_dir,
-        kind=result.kind,
-        counts=dict(result.counts),
-        summary=result.summary(),
-        rows=train.slice(0, PREVIEW_ROWS).to_pylist(),
-        card=(result.out_dir / "README.md").read_text(encoding="utf-8"),
-        zip_path=Path(archive),
-    )

@@ -1,16 +1,26 @@
-"""Who is calling: Gradio's password login, or, on a Hugging Face Space that enables it, Hugging Face OAuth.
+"""Who is calling: the Concord session behind the request's cookie, or, on a Hugging Face Space that enables it,
+Hugging Face OAuth.
+
+Off Spaces, Concord signs people in itself (studio.server: the login page and ``POST /login``) and Gradio asks
+``signed_in_user`` who each HTTP request belongs to, so a request without a live session reaches no route but the
+login. Handlers then resolve the account from the same cookie with ``current_user`` (never from a username), so an
+action taken on a session that ended a moment ago still gets nothing.
 
 On a Space whose README front matter says ``hf_oauth: true``, Hugging Face sets ``OAUTH_CLIENT_ID``; the studio then
-shows a ``gr.LoginButton`` instead of the password form, and an HF account works here only once an admin has linked
-it to a Concord user (``User.hf_username``). Nobody is created on first sign-in: this is an expert tool. The first
-admin is linked at start from the Space variable ``CONCORD_ADMIN_HF_USERNAME`` (studio.app.launch_studio).
+shows a ``gr.LoginButton`` instead, and an HF account works here only once an admin has linked it to a Concord user
+(``User.hf_username``). Nobody is created on first sign-in: this is an expert tool. The first admin is linked at
+start from the Space variable ``CONCORD_ADMIN_HF_USERNAME`` (studio.app.launch_studio).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import gradio as gr
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from studio.access import PermissionDenied, Service
 
@@ -22,10 +32,31 @@ def hf_oauth_enabled() -> bool:
     return on_space and bool(os.environ.get("OAUTH_CLIENT_ID"))
 
 
+def session_token(service: Service, request: Any) -> str | None:
+    """The session token in the request's cookie (a ``gr.Request`` or a Starlette request), if any."""
+    try:
+        cookies = dict(request.cookies)
+    except (AttributeError, TypeError):
+        return None
+    return cookies.get(service.login.cookie_name) or None
+
+
 def current_user(service: Service, request: gr.Request, profile: gr.OAuthProfile | None) -> int:
-    """The Concord user behind a request; PermissionDenied (saying what to do) for anyone else."""
-    if request.username:
-        return service.user_id(request.username)
-    if profile is not None:
+    """The Concord account behind a request; PermissionDenied (saying what to do) for anyone else."""
+    if hf_oauth_enabled():
+        if profile is None:
+            raise PermissionDenied("Sign in with Hugging Face first.")
         return service.user_for_hf(profile.username)
-    raise PermissionDenied("Sign in with Hugging Face first." if hf_oauth_enabled() else "Log in first.")
+    return service.session_user(session_token(service, request))
+
+
+def signed_in_user(service: Service) -> Callable[[Request], Awaitable[str | None]]:
+    """Gradio's ``auth_dependency``: the username of the request's live session, or None (Gradio then refuses
+    the request, and studio.server shows the login page instead of the studio)."""
+
+    async def resolve(request: Request) -> str | None:
+        token = session_token(service, request)
+        found = await run_in_threadpool(service.signed_in, token) if token else None
+        return found[1] if found else None
+
+    return resolve

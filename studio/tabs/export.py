@@ -1,6 +1,8 @@
 """Export: every option of ``launch.py export``; a run shows the first rows, the dataset card and a .zip to download.
 
-Each run writes a new folder ``<exports_dir>/<campaign>-<kind>-<UTC time>``, so no export overwrites another.
+Each run writes a new folder ``<exports_dir>/<campaign>-<kind>-<UTC time>``, so no export overwrites another. The
+campaign's exports are listed below, stale ones (holding data erased since) marked as such. Every download link
+goes to studio.server's route, which checks on each download that the caller leads the campaign or is an admin.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from studio.exports import ExportSummary
 from studio.leads import LeadService
 from studio.login import current_user
 from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, shown_to_user
@@ -65,6 +68,26 @@ def card_markdown(card: str) -> str:
     return f"```yaml\n{match.group(1)}\n```\n\n{card[match.end() :]}"
 
 
+def download_link(export_id: int, file_name: str) -> str:
+    """A Markdown link to the export's permission-checked download (studio.server), relative to the studio's page.
+    The text keeps only path-safe characters: a folder named on the command line could hold Markdown."""
+    return f"[{re.sub(r'[^A-Za-z0-9._-]+', '-', file_name)}](exports/{export_id}.zip)"
+
+
+def exports_markdown(exports: list[ExportSummary]) -> str:
+    """The campaign's exports as a Markdown table, newest first; a stale one says so beside its link."""
+    if not exports:
+        return "No exports of this campaign yet."
+    lines = ["| # | kind | made (UTC) | rows | by | download |", "| --- | --- | --- | --- | --- | --- |"]
+    for e in exports:
+        link = download_link(e.export_id, e.file_name)
+        if e.stale:
+            link = f"**stale: holds data of a person erased since**, {link}"
+        made = f"{e.created_at:%Y-%m-%d %H:%M}"
+        lines.append(f"| {e.export_id} | {e.kind} | {made} | {e.row_count} | {e.made_by} | {link} |")
+    return "\n".join(lines)
+
+
 def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Path) -> None:
     with gr.Row():
         kind = gr.Dropdown(KINDS, value="preference", label="Kind", elem_id="export-kind")
@@ -84,10 +107,11 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
         run = gr.Button("Run export", variant="primary", scale=1, elem_id="export-run")
     with gr.Row():
         status = gr.Textbox(label="Result", interactive=False, scale=3, elem_id="export-status")
-        download = gr.File(label="Download (.zip)", interactive=False, scale=1, elem_id="export-file")
+        download = gr.Markdown(label="Download (.zip)", container=True, scale=1, elem_id="export-file")
     preview = gr.Dataframe(label="First rows of the train split (cells cut for the preview)", interactive=False,
                            max_height=320, elem_id="export-preview")  # fmt: skip
     card = gr.Markdown(label="Dataset card", container=True, sanitize_html=True, elem_id="export-card")
+    listing = gr.Markdown(label="Exports of this campaign", container=True, elem_id="export-list")
 
     def on_run(campaign_id, kind_, policy_, agreement, fraction, flagged, ties, both_bad, prior, hub,
                request: gr.Request, profile: Profile) -> dict:  # fmt: skip
@@ -100,8 +124,15 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
                 push_to_hub=(hub or "").strip() or None,
             )  # fmt: skip
         return {status: result.summary, preview: preview_frame(result.rows), card: card_markdown(result.card),
-                download: str(result.zip_path)}  # fmt: skip
+                download: f"**Download:** {download_link(result.export_id, result.zip_path.name)}"}  # fmt: skip
+
+    def on_list(campaign_id, request: gr.Request, profile: Profile) -> str:
+        with shown_to_user():
+            return exports_markdown(leads.exports(current_user(leads, request, profile), need_campaign(campaign_id)))
 
     options = [kind, policy, min_agreement, test_fraction, exclude_flagged, keep_ties, keep_both_bad, use_prior,
                push_to_hub]  # fmt: skip
-    run.click(on_run, [campaign, *options], [status, preview, card, download], api_name="lead_export", **LEAD_EVENTS)
+    ran = run.click(on_run, [campaign, *options], [status, preview, card, download], api_name="lead_export",
+                    **LEAD_EVENTS)  # fmt: skip
+    ran.success(on_list, campaign, listing, api_visibility="private", **LEAD_EVENTS)
+    campaign.change(on_list, campaign, listing, api_name="lead_exports", **LEAD_EVENTS)

@@ -1,4 +1,5 @@
-"""Users (admins only): every account, creating one (its password shown once), role, (de)activation and erasure."""
+"""Users (admins only): every account, creating one (its password shown once), role, (de)activation, a new password
+(shown once) and erasure. Every change but creation ends the account's open sessions."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def _change_panel() -> tuple:
     with gr.Row():
         hf_name = gr.Textbox(label="Hugging Face account (sign-in on a Space; empty: unlink)", elem_id="users-hf")
         link_hf = gr.Button("Link", elem_id="users-link-hf")
-    return username, role, set_role, active, set_active, hf_name, link_hf
+    reset = gr.Button("New password (ends their sessions)", elem_id="users-reset-password")
+    return username, role, set_role, active, set_active, hf_name, link_hf, reset
 
 
 def _erase_panel() -> tuple:
@@ -75,7 +77,7 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
         with gr.Column(variant="panel"):
             new_name, new_role, new_domains, create, password = _create_panel()
         with gr.Column(variant="panel"):
-            username, role, set_role, active, set_active, hf_name, link_hf = _change_panel()
+            username, role, set_role, active, set_active, hf_name, link_hf, reset = _change_panel()
     mode, confirm, erase, erased = _erase_panel()
 
     def listing(actor_id: int) -> pd.DataFrame:
@@ -114,6 +116,11 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
             user = admin.link_hf(actor, (name or "").strip(), hf_username)
             return {table: listing(actor), status: f"**{user.username}** signs in as {user.hf_username or 'nobody'}."}
 
+    def on_reset(name, request: gr.Request, profile: Profile) -> dict:
+        with shown_to_user():
+            secret = admin.reset_password(current_user(admin, request, profile), (name or "").strip())
+            return {password: secret, status: f"New password for **{name.strip()}**: give it to them now."}
+
     def on_erase(name, erase_mode, confirmed, request: gr.Request, profile: Profile) -> dict:
         if not confirmed:
             raise gr.Error("Tick the confirmation first: erasure cannot be undone.")
@@ -130,5 +137,6 @@ def build_users_tab(admin: AdminService, tab: gr.Tab) -> None:
     set_role.click(on_set_role, [username, role], [table, status], api_name="admin_set_role", **LEAD_EVENTS)
     set_active.click(on_set_active, [username, active], [table, status], api_name="admin_set_active", **LEAD_EVENTS)
     link_hf.click(on_link_hf, [username, hf_name], [table, status], api_name="admin_link_hf", **LEAD_EVENTS)
+    reset.click(on_reset, username, [password, status], api_name="admin_reset_password", **LEAD_EVENTS)
     erase.click(on_erase, [username, mode, confirm], [erased, table, confirm, username], api_name="admin_erase",
                 **LEAD_EVENTS)  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import random
 import re
 import time
+import zipfile
 
 import pytest
 from playwright.sync_api import expect
@@ -126,15 +127,27 @@ def new_campaign(studio, tmp_path, name: str, records: list[dict], **import_opti
         return campaign.id
 
 
-def test_a_wrong_password_is_refused(studio, browser):
+def test_a_wrong_password_is_refused_and_too_many_lock_the_account_with_a_message(studio, browser):
     page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
     page.goto(studio["url"])
     page.get_by_label("username").fill("ada")
     screenshot(page, "login")
     page.get_by_label("password").fill("not the password")
     page.get_by_role("button", name="Login").click()
-    expect(page.get_by_text("Incorrect Credentials")).to_be_visible()
+    expect(page.locator("#login-message")).to_have_text("Wrong username or password.")
     expect(page.locator("#concord-campaign")).to_have_count(0)
+    page.get_by_label("username").fill("mallory")  # nobody: an unknown name is locked like a real one
+    for attempt in range(6):  # the default limit is 5 wrong passwords per account in 15 minutes
+        page.get_by_label("password").fill(f"guess {attempt}")
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#login-message")).not_to_have_text("")
+        if attempt < 5:
+            expect(page.locator("#login-message")).to_have_text("Wrong username or password.")
+            page.locator("#login-message").evaluate("node => { node.textContent = '' }")
+    expect(page.locator("#login-message")).to_have_text(
+        "Too many failed logins for this account: try again in 15 minutes."
+    )
+    screenshot(page, "login-locked")
     page.context.close()
 
 
@@ -331,6 +344,11 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     expect(page.locator("#export-card")).to_contain_text("Krippendorff")
     download = page.locator("#export-file a[href*='.zip']")
     expect(download).to_be_visible()
+    with page.expect_download() as started:  # through the permission-checked route, with the lead's session
+        download.click()
+    with zipfile.ZipFile(started.value.path()) as archive:
+        assert "README.md" in archive.namelist()
+    expect(page.locator("#export-list")).to_contain_text("lena")
     (record,) = rows(studio["engine"], select(ExportRecord))
     lena = user_id(studio["engine"], "lena")
     assert (record.kind, record.created_by, record.row_count > 0) == ("preference", lena, True)

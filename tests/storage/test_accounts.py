@@ -1,9 +1,12 @@
-import pytest
-from sqlmodel import select
+from datetime import timedelta
 
-from storage.accounts import authenticate, create_user, ensure_admin, set_role
+import pytest
+from sqlmodel import Session, select
+
+from storage import accounts, sessions
+from storage.accounts import authenticate, create_user, ensure_admin, set_active, set_password, set_role
 from storage.db import write_session
-from storage.models import AuditEvent, Role, User, UserCreate
+from storage.models import AuditEvent, Role, User, UserCreate, utcnow
 
 
 def test_password_is_hashed_and_checked(engine):
@@ -47,3 +50,77 @@ def test_first_admin_is_created_once_and_role_changes_are_audited(engine):
     with write_session(engine) as session:
         event = session.exec(select(AuditEvent).where(AuditEvent.action == "user.role")).one()
         assert event.actor_id == admin.id and event.details == {"from": "rater", "to": "lead"}
+
+
+class CountingHasher:
+    """Argon2's hasher, counting which hashes it verified against."""
+
+    def __init__(self, hasher):
+        self.hasher, self.verified = hasher, []
+
+    def verify(self, hash_, password):
+        self.verified.append(hash_)
+        return self.hasher.verify(hash_, password)
+
+    def __getattr__(self, name):
+        return getattr(self.hasher, name)
+
+
+def test_an_unknown_inactive_or_erased_account_costs_one_argon2_verification_like_a_real_one(engine, monkeypatch):
+    hasher = CountingHasher(accounts._hasher)
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    with write_session(engine) as session, session.begin():
+        ada, bo, cy = (create_user(session=session, user=UserCreate(username=name, password="correct horse"))
+                       for name in ("ada", "bo", "cy"))  # fmt: skip
+        bo.active, cy.password_hash = False, "!erased"  # deactivated; erased (storage.erasure)
+    with Session(engine) as session:
+        for name in ("ada", "nobody", "bo", "cy"):
+            hasher.verified.clear()
+            assert authenticate(session=session, username=name, password="wrong horse!") is None
+            assert len(hasher.verified) == 1 and hasher.verified[0].startswith("$argon2")
+            assert (hasher.verified[0] == ada.password_hash) == (name == "ada")  # the others: the dummy hash
+        hasher.verified.clear()
+        assert authenticate(session=session, username="bo", password="correct horse") is None  # inactive: refused
+        assert hasher.verified == [accounts._dummy_hash()]
+
+
+def _epoch(engine, user_id: int) -> int:
+    with Session(engine) as session:
+        return session.get(User, user_id).session_epoch
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s, uid: set_role(session=s, user_id=uid, role=Role.lead, actor_id=None),
+        lambda s, uid: set_active(session=s, user_id=uid, active=False, actor_id=None),
+        lambda s, uid: set_password(session=s, user_id=uid, password="a new horse", actor_id=None),
+    ],
+    ids=["role", "deactivation", "password"],
+)
+def test_role_activation_and_password_changes_end_the_accounts_sessions(engine, change):
+    now = utcnow()
+    with write_session(engine) as session, session.begin():
+        user_id = create_user(session=session, user=UserCreate(username="ada", password="correct horse")).id
+        sessions.open_session(session=session, user_id=user_id, epoch=0, token_hash="h", now=now,
+                              lifetime=timedelta(hours=1), address="")  # fmt: skip
+    with Session(engine) as session:
+        assert sessions.session_user(session=session, token_hash="h", now=now).id == user_id
+    with write_session(engine) as session, session.begin():
+        change(session, user_id)
+    assert _epoch(engine, user_id) == 1
+    with Session(engine) as session:
+        assert sessions.session_user(session=session, token_hash="h", now=now) is None
+
+
+def test_a_new_password_works_and_the_old_one_no_longer_does(engine):
+    with write_session(engine) as session, session.begin():
+        user_id = create_user(session=session, user=UserCreate(username="ada", password="correct horse")).id
+        with pytest.raises(ValueError, match="at least 8"):
+            set_password(session=session, user_id=user_id, password="short", actor_id=None)
+        set_password(session=session, user_id=user_id, password="a new horse", actor_id=None)
+    with Session(engine) as session:
+        assert authenticate(session=session, username="ada", password="correct horse") is None
+        assert authenticate(session=session, username="ada", password="a new horse").id == user_id
+        event = session.exec(select(AuditEvent).where(AuditEvent.action == "user.password")).one()
+        assert "horse" not in str(event.details)

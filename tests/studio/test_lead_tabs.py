@@ -1,11 +1,14 @@
 """The lead and admin tabs through their HTTP API (gradio_client): what a lead and an admin can do, and that a rater
 calling any of their endpoints is refused with nothing changed."""
 
+import io
+import re
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from sqlalchemy import func
@@ -29,6 +32,7 @@ from storage.models import (
     UserCreate,
 )
 from studio.leads import LeadService
+from studio.server import launch_kwargs
 from studio.tabs.lead import build_lead_tabs, lead_visibility
 
 PASSWORD = "password1"
@@ -76,7 +80,7 @@ def studio(tmp_path_factory):
     with gr.Blocks() as app, gr.Tabs():
         tabs = build_lead_tabs(leads, root / "exports")
     app.queue()
-    _, url, _ = app.launch(prevent_thread_lock=True, auth=leads.check_login, quiet=True, show_error=True)
+    _, url, _ = app.launch(prevent_thread_lock=True, quiet=True, show_error=True, **launch_kwargs(leads))
     yield {"url": url, "engine": engine, "campaign": campaign_id, "exports": root / "exports", "leads": leads,
            "tabs": tabs, "root": root}  # fmt: skip
     app.close()
@@ -119,18 +123,30 @@ def test_the_quality_tab_gives_a_lead_tables_and_figures(studio):
     assert len(plots) == 3 and all(plot and plot["type"] == "matplotlib" and plot["plot"] for plot in plots)
 
 
+def download(studio, lead: Client, link: str) -> httpx.Response:
+    """Follow a Markdown download link the way the lead's browser would: their session cookie, nothing else."""
+    (path,) = re.findall(r"\]\((exports/\d+\.zip)\)", link)
+    return httpx.get(f"{studio['url']}{path}", cookies=lead.cookies)
+
+
 def test_the_export_tab_writes_a_preview_a_card_and_a_zip(studio):
     before = snapshot(studio["engine"])["counts"]["ExportRecord"]
-    status, preview, card, download = client(studio, "lena").predict(
+    lead = client(studio, "lena")
+    status, preview, card, link = lead.predict(
         studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "", api_name="/lead_export"
     )
     assert status.startswith("export #") and preview["data"] and "chosen" in preview["headers"]
     assert "Krippendorff" in card and not card.startswith("---")  # front matter shown as a code block
     (folder,) = [path for path in studio["exports"].iterdir() if path.is_dir()]
     assert folder.name.startswith("demo-preference-")
-    with zipfile.ZipFile(download) as archive:
+    response = download(studio, lead, link)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert "README.md" in archive.namelist()
     assert snapshot(studio["engine"])["counts"]["ExportRecord"] == before + 1
+    listed = lead.predict(studio["campaign"], api_name="/lead_exports")
+    export_id = re.match(r"export #(\d+)", status).group(1)
+    assert f"(exports/{export_id}.zip)" in link and f"(exports/{export_id}.zip)" in listed and "stale" not in listed
 
 
 def test_a_lead_sets_up_a_campaign_imports_marks_assigns_and_adjudicates(studio, tmp_path):
@@ -173,7 +189,15 @@ def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
     admin = client(studio, "root")
     password, table, _ = admin.predict("dee", "rater", "law, medicine", api_name="/admin_create_user")
     assert ["dee", "rater", True, "law, medicine"] in [row[:4] for row in table["data"]]
-    Client(studio["url"], auth=("dee", password), verbose=False)
+    dee = Client(studio["url"], auth=("dee", password), verbose=False)
+    dee.predict(None, api_name="/lead_campaigns")
+    new_password, status = admin.predict("dee", api_name="/admin_reset_password")
+    assert new_password != password and "New password for **dee**" in status
+    with pytest.raises(Exception):  # noqa: B017  (the old session ended with the old password: Gradio answers 401)
+        dee.predict(None, api_name="/lead_campaigns")
+    with pytest.raises(Exception):  # noqa: B017
+        Client(studio["url"], auth=("dee", password), verbose=False)
+    Client(studio["url"], auth=("dee", new_password), verbose=False)
     admin.predict("dee", "lead", api_name="/admin_set_role")
     table, _ = admin.predict("dee", "dee-hf", api_name="/admin_link_hf")
     assert ["dee", "dee-hf"] in [[row[0], row[5]] for row in table["data"]]
@@ -221,13 +245,16 @@ REFUSED = {
     "/admin_set_active": lambda s: ["lena", False],
     "/admin_link_hf": lambda s: ["ada", "ada-on-hf"],
     "/admin_erase": lambda s: ["lena", "remove", True],
+    "/admin_reset_password": lambda s: ["lena"],
+    "/lead_exports": lambda s: [s["campaign"]],
 }
 
 
 @pytest.mark.parametrize("endpoint", REFUSED)
 def test_a_rater_calling_a_lead_or_admin_endpoint_is_refused_and_nothing_changes(studio, endpoint):
     (studio["root"] / "import.jsonl").write_text('{"prompt": "p", "response_a": "a", "response_b": "b"}\n')
+    rater = client(studio, "ada")  # before the snapshot: a login is audited
     before, exports = snapshot(studio["engine"]), sorted(Path(studio["exports"]).glob("*"))
     with pytest.raises(Exception, match=r"Only (the campaign's )?(leads and )?admins"):
-        client(studio, "ada").predict(*REFUSED[endpoint](studio), api_name=endpoint)
+        rater.predict(*REFUSED[endpoint](studio), api_name=endpoint)
     assert snapshot(studio["engine"]) == before and sorted(Path(studio["exports"]).glob("*")) == exports
