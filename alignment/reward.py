@@ -81,18 +81,23 @@ def score_encoded(model, tokenizer: PreTrainedTokenizerBase, encoded: Dataset, b
     return scores
 
 
-def _reply_lengths(completions: list) -> np.ndarray:
+def reply_lengths(completions: list) -> np.ndarray:
     """Characters of each completion's final reply (conversational: its last message)."""
     return np.array([len(c[-1]["content"] if isinstance(c, list) else c) for c in completions])
 
 
-def pair_figures(model, tokenizer: PreTrainedTokenizerBase, rows: Dataset, max_length: int | None) -> dict:
-    """storage.quality.pairwise's figures for ``model`` on ``rows`` (prompt/chosen/rejected), every pair scored
-    as the model was trained: cut from the left to ``max_length``."""
+def score_rows(model, tokenizer: PreTrainedTokenizerBase, rows: Dataset, max_length: int | None) -> dict:
+    """Each row's chosen and rejected score (prompt/chosen/rejected rows), every pair cut from the left to
+    ``max_length`` as the model was trained."""
     encoded, _ = tokenize_pairs(rows.select_columns(["prompt", "chosen", "rejected"]), tokenizer, max_length)
-    scores = score_encoded(model, tokenizer, encoded)
-    return pairwise_figures(scores["chosen"], scores["rejected"], _reply_lengths(rows["chosen"]),
-                            _reply_lengths(rows["rejected"]))  # fmt: skip
+    return score_encoded(model, tokenizer, encoded)
+
+
+def pair_figures(model, tokenizer: PreTrainedTokenizerBase, rows: Dataset, max_length: int | None) -> dict:
+    """storage.quality.pairwise's figures for ``model`` on ``rows`` (prompt/chosen/rejected)."""
+    scores = score_rows(model, tokenizer, rows, max_length)
+    return pairwise_figures(scores["chosen"], scores["rejected"], reply_lengths(rows["chosen"]),
+                            reply_lengths(rows["rejected"]))  # fmt: skip
 
 
 def build_trainer(
@@ -104,7 +109,8 @@ def build_trainer(
     encoded, truncated = {}, {}
     with training_args.main_process_first(local=False, desc="tokenizing pairs"):  # the others read its cache
         for split, rows in training_columns(dataset, "reward").items():
-            encoded[split], truncated[split] = tokenize_pairs(rows, tokenizer, training_args.max_length)
+            if rows.num_rows:  # an empty split (test_fraction 0) has nothing to tokenize
+                encoded[split], truncated[split] = tokenize_pairs(rows, tokenizer, training_args.max_length)
     for split, count in truncated.items():
         level = logging.WARNING if count else logging.INFO
         log.log(level, "%s: %d of %d pairs left-truncated to max_length %s tokens", split, count,

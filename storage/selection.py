@@ -105,8 +105,8 @@ def pair_labels(
     from_prior = (n_judgments == 0) & ~np.isnan(prior) & use_prior
     decided = decisions["preference"] if decisions else np.full(n, np.nan)
     calibration = ~np.isnan(gold) if gold is not None else np.zeros(n, dtype=bool)
-    if include_calibration == "gold":
-        decided = np.where(calibration, gold, decided)
+    by_gold = calibration & (include_calibration == "gold")
+    decided = np.where(by_gold, gold, decided)
     adjudicated = ~np.isnan(decided)
     direction = np.where(from_prior, np.sign(np.nan_to_num(prior)), labels["direction"])
     direction = np.where(adjudicated, np.sign(np.nan_to_num(decided)), direction).astype(np.int64)
@@ -121,12 +121,12 @@ def pair_labels(
         "confidence": np.where(adjudicated, np.nan, labels["confidence"]),
         "n_judgments": n_judgments,
         "both_bad": np.where(
-            adjudicated & ~calibration,
+            adjudicated & ~by_gold,
             decisions["both_bad"] if decisions else False,
             np.where(adjudicated, False, both_bad),
         ),
         "source": np.where(
-            adjudicated, np.where(calibration, "gold", "adjudication"), np.where(from_prior, "prior", "judgments")
+            adjudicated, np.where(by_gold, "gold", "adjudication"), np.where(from_prior, "prior", "judgments")
         ),
         "from_prior": from_prior & ~adjudicated,
         "adjudicated": adjudicated,

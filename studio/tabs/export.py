@@ -32,6 +32,11 @@ POLICIES = [
     ("mean: mean preference", "mean"),
     ("weighted: Dawid-Skene rater reliability", "weighted"),
 ]
+CALIBRATION_ITEMS = [
+    ("left out: they test raters, not train models", "none"),
+    ("included, labelled by their gold answer", "gold"),
+    ("included, labelled by the raters' votes", "votes"),
+]
 PREVIEW_CHARS = 160  # per cell: a preview, not the dataset
 
 
@@ -101,6 +106,8 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
         keep_ties = gr.Checkbox(label="Keep ties (reward only)", elem_id="export-keep-ties")
         keep_both_bad = gr.Checkbox(label="Keep both-bad pairs", elem_id="export-keep-both-bad")
         use_prior = gr.Checkbox(value=True, label="Use labels known at import", elem_id="export-use-prior")
+        calibration_items = gr.Dropdown(CALIBRATION_ITEMS, value="none", label="Calibration (gold) items",
+                                        elem_id="export-calibration")  # fmt: skip
     with gr.Row():
         push_to_hub = gr.Textbox(label="Also push to the Hugging Face Hub (repo id, optional)", scale=3,
                                  elem_id="export-push-to-hub")  # fmt: skip
@@ -113,7 +120,7 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
     card = gr.Markdown(label="Dataset card", container=True, sanitize_html=True, elem_id="export-card")
     listing = gr.Markdown(label="Exports of this campaign", container=True, elem_id="export-list")
 
-    def on_run(campaign_id, kind_, policy_, agreement, fraction, flagged, ties, both_bad, prior, hub,
+    def on_run(campaign_id, kind_, policy_, agreement, fraction, flagged, ties, both_bad, prior, calibration, hub,
                request: gr.Request, profile: Profile) -> dict:  # fmt: skip
         with shown_to_user(ValueError, FileExistsError):  # storage's export names the bad option or the empty result
             actor, campaign_id = current_user(leads, request, profile), need_campaign(campaign_id)
@@ -121,7 +128,7 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
                 actor, campaign_id, out_dir=export_folder(exports_dir, leads.campaign(actor, campaign_id).name, kind_),
                 kind=kind_, policy=policy_, min_agreement=float(agreement), test_fraction=float(fraction),
                 exclude_flagged_raters=flagged, keep_ties=ties, keep_both_bad=both_bad, use_prior=prior,
-                push_to_hub=(hub or "").strip() or None,
+                include_calibration=calibration, push_to_hub=(hub or "").strip() or None,
             )  # fmt: skip
         return {status: result.summary, preview: preview_frame(result.rows), card: card_markdown(result.card),
                 download: f"**Download:** {download_link(result.export_id, result.zip_path.name)}"}  # fmt: skip
@@ -131,7 +138,7 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
             return exports_markdown(leads.exports(current_user(leads, request, profile), need_campaign(campaign_id)))
 
     options = [kind, policy, min_agreement, test_fraction, exclude_flagged, keep_ties, keep_both_bad, use_prior,
-               push_to_hub]  # fmt: skip
+               calibration_items, push_to_hub]  # fmt: skip
     ran = run.click(on_run, [campaign, *options], [status, preview, card, download], api_name="lead_export",
                     **LEAD_EVENTS)  # fmt: skip
     ran.success(on_list, campaign, listing, api_visibility="private", **LEAD_EVENTS)

@@ -114,13 +114,34 @@ def test_the_quality_tab_gives_a_lead_tables_and_figures(studio):
     status, agreement, summary, raters, flags, disagreements, *plots = outputs
     assert "bootstrap" in status
     assert [row[0] for row in agreement["data"]][0].startswith("Krippendorff's alpha")
-    assert [value for _, value in summary["data"][:3]] == [
-        "36",
-        "12",
-        "3",
-    ]  # judgments, items, raters: 12 pairs x 3 raters
+    # judgments, items, raters: the demo's 18 pairs (10 of them calibration items) x 3 raters
+    assert [value for _, value in summary["data"][:3]] == ["54", "18", "3"]
     assert len(raters["data"]) == 3 and disagreements["data"]
     assert len(plots) == 3 and all(plot and plot["type"] == "matplotlib" and plot["plot"] for plot in plots)
+
+
+def test_the_quality_tab_states_the_rules_the_engine_applies(studio):
+    status, _, _, raters, flags, *_ = client(studio, "lena").predict(studio["campaign"], api_name="/lead_quality")
+    with Session(studio["engine"]) as session:
+        lena = session.exec(select(User.id).where(User.username == "lena")).one()
+    report = studio["leads"].quality(lena, studio["campaign"], n_boot=0)
+    t = report["thresholds"]
+    # The campaign's threshold and window, the minimum answers, the test and its correction: as the engine has them.
+    assert t["min_calibration_accuracy"] == 0.7 and t["calibration_window"] == 20 and t["probation"]
+    assert "accuracy over the last 20 calibration answers below 70%, from 5 answers on" in status
+    assert "one-sided binomial test" in status and "Holm correction" in status and "p < 0.05" in status
+    assert "Probation" in status and "not enough evidence yet" in status
+    # One rater got 3 of the 10 calibration items right: shown to be under 70%. The other two (5 and 4 of 10) are
+    # under it too, but not shown to be, and have 18 judgments where the other tests need 20: they are told to wait.
+    headers = raters["headers"]
+    assert sorted(row[headers.index("status")] for row in raters["data"]) == [
+        "flagged", "not enough evidence yet", "not enough evidence yet"
+    ]  # fmt: skip
+    assert flags["headers"] == ["rater", "status", "why"] and [row[1] for row in flags["data"]] == [
+        "flagged", "not enough evidence yet", "not enough evidence yet"
+    ]  # fmt: skip
+    assert flags["data"][0][2].startswith("calibration accuracy 30% over the last 10 answers, below 70%")
+    assert all("18 judgments so far; the tests need 20" in row[2] for row in flags["data"][1:])
 
 
 def download(studio, lead: Client, link: str) -> httpx.Response:
@@ -133,7 +154,8 @@ def test_the_export_tab_writes_a_preview_a_card_and_a_zip(studio):
     before = snapshot(studio["engine"])["counts"]["ExportRecord"]
     lead = client(studio, "lena")
     status, preview, card, link = lead.predict(
-        studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "", api_name="/lead_export"
+        *[studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "none", ""],  # fmt: skip
+        api_name="/lead_export",
     )
     assert status.startswith("export #") and preview["data"] and "chosen" in preview["headers"]
     assert "Krippendorff" in card and not card.startswith("---")  # front matter shown as a code block
@@ -226,7 +248,7 @@ def test_only_leads_and_admins_see_the_lead_tabs(studio):
 REFUSED = {
     "/lead_campaign": lambda s: [s["campaign"]],
     "/lead_quality": lambda s: [s["campaign"]],
-    "/lead_export": lambda s: [s["campaign"], "preference", "majority", 0.0, 0.1, False, False, False, True, ""],
+    "/lead_export": lambda s: [s["campaign"], "preference", "majority", 0, 0.1, False, False, False, True, "none", ""],
     "/lead_create_campaign": lambda s: ["rogue", "preference", *SETTINGS],
     "/lead_update_campaign": lambda s: [s["campaign"], *SETTINGS],
     "/lead_import": lambda s: [s["campaign"], handle_file(str(s["root"] / "import.jsonl")), "pairs", "prior", False],

@@ -251,7 +251,10 @@ def test_an_adjudication_decides_the_exported_label(world, tmp_path):
     assert (detail.calibration.expected, detail.calibration.accepted) == (-2, [-2])
     assert detail.calibration.kind == CalibrationKind.factual_priority
     assert [p.adjudicated for p in leads.pairs(lead, world.c1)] == [False, True, False, False]
-    preview = leads.export(lead, world.c1, out_dir=tmp_path / "out", test_fraction=0.0)
+    # Made a calibration item, the pair leaves training exports unless asked for; then the decision labels it.
+    preview = leads.export(lead, world.c1, out_dir=tmp_path / "default", test_fraction=0.0)
+    assert disputed not in {row["pair_id"] for row in preview.rows}
+    preview = leads.export(lead, world.c1, out_dir=tmp_path / "out", test_fraction=0.0, include_calibration="votes")
     rows = {row["pair_id"]: row for row in preview.rows}
     assert rows[disputed]["chosen"][0]["content"] == "answer 1A" and rows[disputed]["label_source"] == "adjudication"
     assert "rows labelled by a lead's adjudication: 1" in preview.card
