@@ -3,12 +3,17 @@
     python benchmarks/rater_pool.py            # 24 careful raters and 4 of each bad kind on 3,000 HH-RLHF pairs
     python benchmarks/rater_pool.py --quick    # 12 raters on 300 pairs, short sequences, no ceiling: a smoke run
     python benchmarks/rater_pool.py --seed 1   # another seed: the detection figures should hold
+    python benchmarks/rater_pool.py --detection-only   # no training: the full pool and a small team, seeds 0 1 2
 
 Ground truth is the HH-RLHF test data beside the project (../shared/data/hh-rlhf): Pair.prior_preference. Prompts
 are split by content hash before import: the held-out ones go into a campaign of their own that no simulated rater
 works in, the evaluation split of the reward models. Raters judge through the real StudioService (work queue,
 calibration mixing, left/right balance). The last line printed is one JSON object with every figure; a section is
 appended to docs/benchmarks.md.
+
+``--detection-only`` trains nothing: it builds the full pool and a small team's (10 raters, about 250 pairs, k = 3)
+for each seed and measures, with gold answers and without, the recall of the planted bad raters and the share of
+careful raters flagged, against the targets of 90% and 5%.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +51,7 @@ from storage.frames import calibration_frame_for, judgment_frame_for  # noqa: E4
 from storage.imports import import_file  # noqa: E402
 from storage.models import CalibrationItem, CalibrationItemCreate, Campaign, Pair, Response, UserCreate  # noqa: E402
 from storage.quality.consensus import item_consensus  # noqa: E402
-from storage.quality.flags import REASONS, FlagArguments, campaign_flags, flag_raters  # noqa: E402
+from storage.quality.flags import REASONS, STATUSES, FlagArguments, campaign_flags, flag_raters  # noqa: E402
 from storage.quality.raters import rater_table  # noqa: E402
 from studio.service import StudioService  # noqa: E402
 from studio.validation import JudgmentAnswer  # noqa: E402
@@ -78,6 +85,9 @@ FULL = {"raters": {"careful": 24, "random": 4, "position": 4, "length": 4, "tie_
         "max_length": 128, "ceiling": True}  # fmt: skip
 QUICK = {"raters": {"careful": 8, "random": 1, "position": 1, "length": 1, "tie_lazy": 1}, "pairs": 300,
          "max_length": 64, "ceiling": False}  # fmt: skip
+# 312 pairs leave about 250 in the pool once a fifth of the prompts is held out, as in the full pool.
+SMALL_TEAM = {"raters": {"careful": 6, "random": 1, "position": 1, "length": 1, "tie_lazy": 1}, "pairs": 312}
+TARGETS = {"recall": 0.9, "false_flag_rate": 0.05}  # on every seed and pool size, with gold and without
 
 # The gold answers here are HH-RLHF's own crowd labels, which careful raters match only about 72% of the time: a
 # campaign with gold this noisy sets its calibration threshold below the default 0.7 (meant for curated gold). Every
@@ -94,6 +104,7 @@ class Pool:
 
     campaign_id: int
     kinds: pd.Series  # rater id -> kind
+    names: pd.Series  # rater id -> username, e.g. "length-02"
     calibration: frozenset[int]
     truth: pd.Series  # pair id -> -1 A chosen, +1 B chosen
     text_a: dict[int, str]  # pair id -> response A: how the simulator tells which side the service showed on the left
@@ -121,11 +132,13 @@ def split_records(n_pairs: int, seed: int) -> tuple[list[dict], list[dict]]:
 def prepare_campaign(engine: Engine, raters: dict[str, int], seed: int) -> Pool:
     """Create the raters, set the pool campaign up for the run and plant calibration items on a few of its pairs."""
     with write_session(engine) as session, session.begin():
-        kinds = {
-            create_user(session=session, user=UserCreate(username=f"{kind}-{i:02d}", password="pool-bench")).id: kind
+        names = {
+            create_user(session=session, user=UserCreate(username=f"{kind}-{i:02d}", password="pool-bench")).id: name
             for kind, n in raters.items()
             for i in range(n)
+            for name in [f"{kind}-{i:02d}"]
         }
+        kinds = {rater: name.rsplit("-", 1)[0] for rater, name in names.items()}
         campaign = session.exec(select(Campaign).where(Campaign.name == POOL)).one()
         # Probation off: a flagged rater would then see only calibration items, and detection is measured on the
         # raw behaviour of every rater over the same mix of work. The export flags by the threshold and the window.
@@ -140,7 +153,7 @@ def prepare_campaign(engine: Engine, raters: dict[str, int], seed: int) -> Pool:
             item = CalibrationItemCreate(pair_id=pair_id, expected=label, accepted=[label, 2 * label], kind=kind)
             session.add(CalibrationItem.model_validate(item))
         text_a = {pair_id: text for pair_id, _, text in pairs}
-        return Pool(campaign.id, pd.Series(kinds), frozenset(planted), pd.Series(truth), text_a)
+        return Pool(campaign.id, pd.Series(kinds), pd.Series(names), frozenset(planted), pd.Series(truth), text_a)
 
 
 def choose(kind: str, rng: random.Random, truth: int, longer: int) -> int:
@@ -199,10 +212,14 @@ def simulate(engine: Engine, pool: Pool, seed: int) -> int:
     return n
 
 
-def build_pool(engine: Engine, folder: Path, *, raters: dict[str, int], pairs: int, seed: int) -> Pool:
-    """Import the data, create the raters and let them judge: everything before measuring."""
+def build_pool(
+    engine: Engine, folder: Path, *, raters: dict[str, int], pairs: int, seed: int, training: bool = True
+) -> Pool:
+    """Import the data, create the raters and let them judge: everything before measuring. Without ``training`` the
+    held-out and ground-truth campaigns, which only the reward models use, are left out."""
     pool_rows, heldout_rows = split_records(pairs, seed)
-    for campaign, rows in ((POOL, pool_rows), (HELDOUT, heldout_rows), (TRUTH, pool_rows)):
+    campaigns = ((POOL, pool_rows), (HELDOUT, heldout_rows), (TRUTH, pool_rows))
+    for campaign, rows in campaigns if training else campaigns[:1]:
         path = folder / f"{campaign}.jsonl"
         path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
         import_file(path, engine=engine, campaign=campaign, known_as="prior", drop_identical=True,
@@ -222,14 +239,20 @@ def frames(engine: Engine, pool: Pool) -> tuple[pd.DataFrame, pd.DataFrame]:
     return judgments, calibration
 
 
-def _scores(flags: pd.DataFrame, kinds: pd.Series) -> dict:
+def _scores(flags: pd.DataFrame, pool: Pool) -> dict:
+    kinds, names = pool.kinds, pool.names
     flagged = flags["flagged"].reindex(kinds.index, fill_value=False)
     reasons = flags[list(REASONS)].reindex(kinds.index, fill_value=False).groupby(kinds).sum()
+    waiting = flags["status"].reindex(kinds.index).eq(STATUSES[1])
+    bad, careful = kinds != "careful", kinds == "careful"
     return {
-        "recall": round(float(flagged[kinds != "careful"].mean()), 3),
-        "false_flag_rate": round(float(flagged[kinds == "careful"].mean()), 3),
+        "recall": round(float(flagged[bad].mean()), 3),
+        "false_flag_rate": round(float(flagged[careful].mean()), 3),
+        "missed": sorted(names[bad & ~flagged]),
+        "careful_flagged": sorted(names[careful & flagged]),
         "recall_by_kind": {kind: round(float(flagged[kinds == kind].mean()), 3) for kind in BAD_KINDS},
         "flags_by_kind": {k: ", ".join(f"{r} {n}" for r, n in row.items() if n) for k, row in reasons.iterrows()},
+        "not_enough_evidence_by_kind": waiting[waiting].groupby(kinds).size().to_dict(),
     }
 
 
@@ -239,8 +262,8 @@ def detect(engine: Engine, pool: Pool, args: FlagArguments = FLAGS, window: int 
     judgments, calibration = frames(engine, pool)
     with_gold = rater_table(judgments, calibration=calibration, calibration_window=window)
     without_gold = rater_table(judgments[~judgments["item"].isin(calibration["item"])])
-    return {"with_gold": _scores(flag_raters(with_gold, args), pool.kinds),
-            "without_gold": _scores(flag_raters(without_gold, args), pool.kinds)}  # fmt: skip
+    return {"with_gold": _scores(flag_raters(with_gold, args), pool),
+            "without_gold": _scores(flag_raters(without_gold, args), pool)}  # fmt: skip
 
 
 def consensus_accuracy(engine: Engine, pool: Pool) -> dict:
@@ -363,14 +386,72 @@ def downstream(engine: Engine, folder: Path, pool: Pool, *, size: dict, seed: in
     return figures
 
 
+def detection_run(size: dict, seed: int) -> dict:
+    """One simulated pool, judged through the service, then detection with gold and without; nothing trained."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="concord-pool-") as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/pool.db")
+        upgrade_database(engine)
+        pool = build_pool(engine, Path(tmp), raters=size["raters"], pairs=size["pairs"], seed=seed, training=False)
+        figures = {"pool_pairs": len(pool.truth), "calibration_pairs": len(pool.calibration),
+                   "judgments": len(frames(engine, pool)[0]), **detect(engine, pool)}  # fmt: skip
+        engine.dispose()
+    return figures | {"run_s": round(time.perf_counter() - started)}
+
+
+def _line(pool: str, seed: int, gold: str, found: dict) -> str:
+    return (f"{pool:<10} seed {seed}  {gold.replace('_', ' '):<12}  recall {found['recall']:6.1%}  false flags "
+            f"{found['false_flag_rate']:5.1%}  missed: {', '.join(found['missed']) or 'none'}"
+            f"  careful flagged: {', '.join(found['careful_flagged']) or 'none'}")  # fmt: skip
+
+
+def detection_only(seeds: list[int], workers: int) -> None:
+    """Every seed x pool size, gold and no gold: a line each, then the report section and its JSON line."""
+    if not HH.is_dir():
+        sys.exit(f"HH-RLHF data not found at {HH}: --detection-only needs ../shared/data/hh-rlhf beside the project")
+    sizes, started = {"full": FULL, "small_team": SMALL_TEAM}, time.perf_counter()
+    jobs = [(name, seed) for name in sizes for seed in seeds]
+    with ProcessPoolExecutor(workers) as executor:
+        results = list(executor.map(detection_run, [sizes[n] for n, _ in jobs], [seed for _, seed in jobs]))
+    runs = {name: {} for name in sizes}
+    for (name, seed), figures in zip(jobs, results, strict=True):
+        runs[name][f"seed_{seed}"] = figures
+    worst = {
+        name: {gold: {"recall": min(run[gold]["recall"] for run in by_seed.values()),
+                      "false_flag_rate": max(run[gold]["false_flag_rate"] for run in by_seed.values())}
+               for gold in ("with_gold", "without_gold")}
+        for name, by_seed in runs.items()
+    }  # fmt: skip
+    met = all(
+        w["recall"] >= TARGETS["recall"] and w["false_flag_rate"] <= TARGETS["false_flag_rate"]
+        for by_gold in worst.values()
+        for w in by_gold.values()
+    )
+    for (name, seed), figures in zip(jobs, results, strict=True):
+        for gold in ("with_gold", "without_gold"):
+            print(_line(name, seed, gold, figures[gold]))
+    figures = {"seeds": seeds, "pools": {name: {"raters": size["raters"], "pairs_before_holdout": size["pairs"]}
+                                         for name, size in sizes.items()},
+               "calibration_threshold": FLAGS.min_calibration_accuracy, "targets": TARGETS, "targets_met": met,
+               "worst": worst, "runs": runs, "total_s": round(time.perf_counter() - started)}  # fmt: skip
+    seeds_arg = " ".join(map(str, seeds))
+    report("rater_pool_detection", figures, f"python benchmarks/rater_pool.py --detection-only --seeds {seeds_arg}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small pool and short sequences: a smoke run")
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, the raters, the queue and the training")
+    parser.add_argument("--detection-only", action="store_true", help="no training: detection on two pool sizes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds of --detection-only")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="pools simulated at once by --detection-only, each in its own process")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     disable_progress_bars()
+    if args.detection_only:
+        return detection_only(args.seeds, args.workers)
     size, started = QUICK if args.quick else FULL, time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="concord-pool-") as tmp:
         engine = make_engine(f"sqlite:///{tmp}/pool.db")

@@ -9,35 +9,43 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, exists, func, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from storage.models import CalibrationItem, Campaign, Judgment, Pair, User
+from storage.models import CalibrationItem, Campaign, Judgment, Pair, Response, User
+from storage.queue import MIN_CALIBRATION_ANSWERS
 
 JUDGMENT_COLUMNS = (
     "item", "rater", "preference", "both_bad", "left", "time_on_task_s", "reasoning",
-    "server_time", "judgment_id", "pseudonym",
+    "server_time", "judgment_id", "pseudonym", "length_a", "length_b",
 )  # fmt: skip
 
 
 def judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
-    """The campaign's current judgments (none that a later row supersedes), one per row, in server_time order."""
-    later = aliased(Judgment)
+    """The campaign's current judgments (none that a later row supersedes), one per row, in server_time order.
+
+    ``length_a`` and ``length_b`` are the characters in responses A and B: the quality engine's length-bias signal.
+    """
+    later, response_a, response_b = aliased(Judgment), aliased(Response), aliased(Response)
     query = (
         select(
             Judgment.pair_id.label("item"), Judgment.rater_id.label("rater"), Judgment.preference, Judgment.both_bad,
             Judgment.left, Judgment.time_on_task_s, Judgment.reasoning, Judgment.server_time,
-            Judgment.id.label("judgment_id"), User.pseudonym,
+            Judgment.id.label("judgment_id"), User.pseudonym, func.length(response_a.text).label("length_a"),
+            func.length(response_b.text).label("length_b"),
         )
         .join(Pair, Pair.id == Judgment.pair_id)
         .join(User, User.id == Judgment.rater_id)
+        .join(response_a, response_a.id == Pair.response_a_id)
+        .join(response_b, response_b.id == Pair.response_b_id)
         .where(Pair.campaign_id == campaign_id, ~exists().where(later.supersedes_id == Judgment.id))
         .order_by(Judgment.server_time, Judgment.id)
     )  # fmt: skip
     frame = pd.read_sql(query, session.connection())
     # An empty result carries no types; give it the ones a filled one has, so callers need no special case.
-    return frame.astype({"both_bad": bool, "time_on_task_s": float, "server_time": "datetime64[us, UTC]"})
+    types = {"both_bad": bool, "time_on_task_s": float, "server_time": "datetime64[us, UTC]"}
+    return frame.astype(types | {"length_a": int, "length_b": int})
 
 
 def calibration_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
@@ -59,13 +67,14 @@ def calibration_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame
 def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict[str, Any]:
     """The quality report (``storage.quality.report.build_report``) of the campaign named ``campaign``.
 
-    Raters are flagged under the campaign's own calibration threshold and window, as the export excludes them.
+    Raters are flagged under the campaign's own calibration threshold and window, as the export excludes them; the
+    thresholds also say whether the campaign puts raters on probation and from how many calibration answers.
     """
     # Imported here: the export and the studio read frames without loading the statistics libraries.
     from storage.quality.flags import FlagArguments
     from storage.quality.report import build_report
 
-    columns = Campaign.id, Campaign.calibration_threshold, Campaign.calibration_window
+    columns = Campaign.id, Campaign.calibration_threshold, Campaign.calibration_window, Campaign.probation
     with Session(engine) as session:
         found = session.execute(select(*columns).where(Campaign.name == campaign)).one_or_none()
         if found is None:
@@ -78,4 +87,5 @@ def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict
     report = build_report(
         judgments, calibration, flag_args=flag_args, calibration_window=found.calibration_window, n_boot=n_boot
     )
+    report["thresholds"] |= {"probation": found.probation, "probation_min_answers": MIN_CALIBRATION_ANSWERS}
     return {"campaign": campaign, **report}

@@ -2,8 +2,9 @@
 
 A judgment table has one row per judgment with columns ``item`` (pair id), ``rater``, ``preference`` (-2 A much
 better .. 0 tie .. +2 B much better), ``both_bad``, ``left`` ("a" or "b": the response shown on the left),
-``time_on_task_s`` and ``reasoning``. Rows are in the order they were made. A rater who judged an item more than
-once (a repeat) counts once for agreement, competence and consensus: their first judgment of it.
+``time_on_task_s`` and ``reasoning``, and may have ``length_a`` and ``length_b`` (characters in each response).
+Rows are in the order they were made. A rater who judged an item more than once (a repeat) counts once for
+agreement, competence and consensus: their first judgment of it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ DIRECTIONS = (-1, 0, 1)
 """The A/tie/B collapse of the scale: -1 A better, 0 tie, +1 B better."""
 KEYS = ("item", "rater", "preference")
 COLUMNS = (*KEYS, "both_bad", "left", "time_on_task_s", "reasoning")
+LENGTHS = ("length_a", "length_b")
 
 
 def _finite_non_negative(values: pd.Series) -> pd.Series:
@@ -34,6 +36,8 @@ _CHECKS = {
     "left": (lambda v: v.isin(["a", "b"]), "'a' or 'b'"),
     "time_on_task_s": (_finite_non_negative, "a number of seconds >= 0"),
     "reasoning": (lambda v: v.map(lambda text: isinstance(text, str)).astype(bool), "a string"),
+    "length_a": (_finite_non_negative, "a number of characters >= 0"),
+    "length_b": (_finite_non_negative, "a number of characters >= 0"),
 }
 
 

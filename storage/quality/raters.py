@@ -1,8 +1,10 @@
-"""Per-rater quality: calibration accuracy, agreement with peers, position bias, consistency, speed, reasoning.
+"""Per-rater quality: calibration accuracy, agreement with peers, position and length bias, consistency, speed.
 
-``rater_table`` returns one row per rater (index ``rater``); ``storage.quality.flags`` turns it into flags.
-Behaviour (ties, position, time, reasoning, calibration) counts every judgment, repeats included; agreement with
-peers and competence use each rater's first judgment of an item.
+``rater_table`` returns one row per rater (index ``rater``) with each measure and the counts behind it;
+``storage.quality.flags`` tests them against its thresholds and turns them into flags. Behaviour (ties, position,
+length, time, reasoning, calibration) counts every judgment, repeats included; agreement with peers and competence
+use each rater's first judgment of an item. Where no fixed rate is right (ties, the longer response, agreement), the
+``*_others`` columns hold the pooled rate of all the other raters of the campaign, the baseline a rater is held to.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, mannwhitneyu
 
 from storage.quality.competence import dawid_skene
-from storage.quality.judgments import COLUMNS, SCALE, first_judgments, judgment_frame, label_counts, majority
+from storage.quality.judgments import (
+    COLUMNS,
+    LENGTHS,
+    SCALE,
+    first_judgments,
+    judgment_frame,
+    label_counts,
+    majority,
+)
 
 CALIBRATION_COLUMNS = ("item", "accepted", "kind")
+SPEED_SAMPLE = 10_000
 
 
 def calibration_frame(data: pd.DataFrame | Mapping[str, Any] | None) -> pd.DataFrame:
@@ -39,6 +50,12 @@ def calibration_frame(data: pd.DataFrame | Mapping[str, Any] | None) -> pd.DataF
     return frame.set_index("item")
 
 
+def _others(hits: pd.Series, trials: pd.Series) -> pd.Series:
+    """Per rater, the pooled rate of every other rater: the baseline where no fixed rate is right."""
+    other_trials = trials.sum() - trials
+    return (hits.sum() - hits) / other_trials.where(other_trials > 0)
+
+
 def _behaviour(frame: pd.DataFrame) -> pd.DataFrame:
     decided = frame["preference"] != 0
     # A negative preference picks A; A was on the left when left == "a".
@@ -47,6 +64,7 @@ def _behaviour(frame: pd.DataFrame) -> pd.DataFrame:
     table = rater.agg(
         n_judgments=("item", "size"),
         n_items=("item", "nunique"),
+        n_ties=("tie", "sum"),
         tie_rate=("tie", "mean"),
         both_bad_rate=("both_bad", "mean"),
         n_decided=("decided", "sum"),
@@ -57,7 +75,21 @@ def _behaviour(frame: pd.DataFrame) -> pd.DataFrame:
         binomtest(left, decided).pvalue if decided else np.nan
         for left, decided in zip(table["n_left"], table["n_decided"], strict=True)
     ]
-    return table.drop(columns="n_left")
+    table["tie_rate_others"] = _others(table["n_ties"], table["n_judgments"])
+    return table
+
+
+def _length(frame: pd.DataFrame) -> pd.DataFrame:
+    """How often a rater's decided judgments of responses of unequal length pick the longer one, and the others'."""
+    if not set(LENGTHS) <= set(frame.columns):
+        return pd.DataFrame(index=pd.Index(frame["rater"].unique(), name="rater"))
+    longer = np.sign(frame["length_b"] - frame["length_a"])  # +1: B is longer, like a positive preference
+    counted = (frame["direction"] != 0) & (longer != 0)
+    picked = frame.assign(longer=(frame["direction"] == longer) & counted, counted=counted).groupby("rater")
+    table = picked.agg(n_length=("counted", "sum"), n_longer=("longer", "sum"))
+    table["longer_rate"] = table["n_longer"] / table["n_length"].where(table["n_length"] > 0)
+    table["longer_rate_others"] = _others(table["n_longer"], table["n_length"])
+    return table
 
 
 def _peer_agreement(frame: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +100,9 @@ def _peer_agreement(frame: pd.DataFrame) -> pd.DataFrame:
     peers = majority(others)
     agrees = np.where(np.isnan(peers), np.nan, first["direction"].to_numpy() == peers)
     rater = pd.Series(agrees, index=first["rater"]).groupby(level=0)
-    return pd.DataFrame({"peer_agreement": rater.mean(), "n_peer_items": rater.count()})
+    table = pd.DataFrame({"peer_agreement": rater.mean(), "n_peer_items": rater.count(), "n_peer_agreed": rater.sum()})
+    table["peer_agreement_others"] = _others(table["n_peer_agreed"], table["n_peer_items"])
+    return table
 
 
 def _consistency(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,9 +115,19 @@ def _consistency(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _speed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Median time, its ratio to the campaign median, and a one-sided Mann-Whitney test against the others' times."""
     median = frame["time_on_task_s"].median()
-    per_rater = frame.groupby("rater")["time_on_task_s"].median()
-    return pd.DataFrame({"median_time_s": per_rater, "time_ratio": per_rater / median if median > 0 else np.nan})
+    times = frame.groupby("rater")["time_on_task_s"]
+    speed_p = {}
+    for rater, own in times:
+        others = frame.loc[frame["rater"] != rater, "time_on_task_s"].to_numpy()
+        # Every k-th of the others' times, at most SPEED_SAMPLE: on a million judgments the full test takes half a
+        # second per rater, and fewer comparison times only make the test more conservative.
+        others = others[:: -(-len(others) // SPEED_SAMPLE) or 1]
+        speed_p[rater] = mannwhitneyu(own, others, alternative="less").pvalue if len(others) else np.nan
+    per_rater = times.median()
+    ratio = per_rater / median if median > 0 else np.nan
+    return pd.DataFrame({"median_time_s": per_rater, "time_ratio": ratio, "speed_p": pd.Series(speed_p, dtype=float)})
 
 
 def _reasoning(frame: pd.DataFrame) -> pd.DataFrame:
@@ -123,11 +167,13 @@ def rater_table(
     """One row per rater; ``calibration_recent_accuracy`` covers their last ``calibration_window`` calibrations."""
     if calibration_window < 1:
         raise ValueError(f"calibration_window must be at least 1, got {calibration_window}")
-    frame = judgment_frame(data, columns=COLUMNS)
+    frame = pd.DataFrame(data)
+    frame = judgment_frame(frame, columns=COLUMNS + LENGTHS if set(LENGTHS) <= set(frame.columns) else COLUMNS)
     gold = calibration_frame(calibration)
     regular = frame[~frame["item"].isin(gold.index)]
     parts = [
         _behaviour(frame),
+        _length(frame),
         _peer_agreement(frame),
         _consistency(frame),
         _speed(frame),

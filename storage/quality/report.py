@@ -21,7 +21,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from storage.quality.agreement import campaign_agreement
 from storage.quality.consensus import item_consensus
-from storage.quality.flags import REASONS, FlagArguments, flag_raters
+from storage.quality.flags import REASONS, STATUSES, FlagArguments, flag_raters
 from storage.quality.judgments import COLUMNS, first_judgments, judgment_frame
 from storage.quality.plots import plot_report  # noqa: F401  (the report's plots live beside it; kept importable here)
 from storage.quality.raters import calibration_frame, rater_table
@@ -118,29 +118,110 @@ def _raters(frame: pd.DataFrame, table: pd.DataFrame, flags: pd.DataFrame, cohen
                 "left_rate_ci": [low[rater], high[rater]],
                 "calibration_by_kind": by_kind,
                 "mean_cohen_kappa": cohen[rater].mean() if rater in cohen else math.nan,
+                "status": flags.at[rater, "status"],
                 "flags": [reason for reason in REASONS if flags.at[rater, reason]],
+                "pending": [reason for reason in REASONS if flags.at[rater, f"{reason}_pending"]],
+                "p_corrected": {reason: flags.at[rater, f"{reason}_p_corrected"] for reason in REASONS},
             }
         )
-    # Flagged raters first, the least reliable first among them: what a lead reads first is what needs a look.
-    return sorted(rows, key=lambda r: (not r["flags"], r["reliability"]))
+    # Flagged raters first, then those awaiting evidence, the least reliable first within each: what a lead reads
+    # first is what needs a look.
+    return sorted(rows, key=lambda r: (STATUSES.index(r["status"]), r["reliability"]))
+
+
+def _tested(r: dict, reason: str) -> bool:
+    value = r["p_corrected"][reason]
+    return value is not None and not math.isnan(value)
+
+
+CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg", "none": "no"}
+
+
+def _p(r: dict, reason: str, a: FlagArguments) -> str:
+    if not _tested(r, reason):
+        return "not tested yet"
+    corrected = "uncorrected" if a.correction == "none" else f"{CORRECTION_NAMES[a.correction]}-corrected"
+    return f"{corrected} p={r['p_corrected'][reason]:.2g}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def _points(gap: float) -> str:
+    return f"{gap * 100:.0f} percentage points"
 
 
 _REASONS = {
     "low_calibration": lambda r, a: (
         f"calibration accuracy {r['calibration_recent_accuracy']:.0%} over the last {r['calibration_recent_n']:.0f} "
-        f"answers, below {a.min_calibration_accuracy:.0%} (binomial p < {a.calibration_p:g})"
+        f"answers, below {a.min_calibration_accuracy:.0%} (binomial test, {_p(r, 'low_calibration', a)})"
     ),
     "position_bias": lambda r, a: (
-        f"chose the left response in {r['left_rate']:.0%} of {r['n_decided']:.0f} "
-        f"decided judgments (binomial p={r['position_p']:.2g})"
+        f"chose the left response in {r['left_rate']:.0%} of {r['n_decided']:.0f} decided judgments, outside "
+        f"{a.left_rate_low:.0%}-{a.left_rate_high:.0%} (binomial test, {_p(r, 'position_bias', a)})"
     ),
-    "many_ties": lambda r, a: f"called {r['tie_rate']:.0%} of judgments a tie (above {a.max_tie_rate:.0%})",
+    "length_bias": lambda r, a: (
+        f"chose the longer response in {_share(r.get('longer_rate'))} of {r.get('n_length', 0):.0f} decided "
+        f"judgments, the other raters in {_share(r.get('longer_rate_others'))}: more than {_points(a.max_length_gap)} "
+        f"apart (binomial test, {_p(r, 'length_bias', a)})"
+    ),
+    "many_ties": lambda r, a: (
+        f"called {r['tie_rate']:.0%} of {r['n_judgments']:.0f} judgments a tie, above {a.max_tie_rate:.0%} and the "
+        f"other raters' {_share(r['tie_rate_others'])} (binomial test, {_p(r, 'many_ties', a)})"
+    ),
     "too_fast": lambda r, a: (
-        f"median {r['median_time_s']:.0f} s per judgment, {r['time_ratio']:.0%} of the "
-        f"campaign median (below {a.too_fast_fraction:.0%})"
+        f"median {r['median_time_s']:.0f} s per judgment, {r['time_ratio']:.0%} of the campaign median, below "
+        f"{a.too_fast_fraction:.0%} (Mann-Whitney test against the other raters' times, {_p(r, 'too_fast', a)})"
     ),
-    "low_competence": lambda r, a: f"Dawid-Skene reliability {r['reliability']:.3f} (below {a.min_reliability:g})",
+    "low_competence": lambda r, a: (
+        f"agreed with the other raters' majority on {_share(r['peer_agreement'])} of {r['n_peer_items']:.0f} items, "
+        f"more than {_points(a.max_agreement_gap)} below their {_share(r['peer_agreement_others'])} "
+        f"(Fisher's exact test, {_p(r, 'low_competence', a)})"
+    ),
 }
+
+
+def flag_rules(thresholds: dict[str, Any]) -> list[str]:
+    """How the engine decides, in words, from a report's ``thresholds``: what a screen states must be what it does."""
+    t = thresholds
+    rules = [
+        f"Low calibration: accuracy over the last {t['calibration_window']} calibration answers below "
+        f"{t['min_calibration_accuracy']:.0%}, from {t['min_calibration_items']} answers on.",
+        f"Position bias: the left response chosen in under {t['left_rate_low']:.0%} or over {t['left_rate_high']:.0%}"
+        " of decided judgments.",
+        f"Length bias: the longer response chosen more than {_points(t['max_length_gap'])} more (or less) often than "
+        "by the other raters.",
+        f"Many ties: more than {t['max_tie_rate']:.0%} of judgments called a tie, and more than by the other raters.",
+        f"Low competence: agreement with the other raters' majority more than {_points(t['max_agreement_gap'])} "
+        "below theirs.",
+        f"Too fast: median time under {t['too_fast_fraction']:.0%} of the campaign median, and faster than the other "
+        "raters (Mann-Whitney test).",
+        "A rater is flagged only when the data show them past the line, not merely near it: a one-sided binomial test "
+        "against the line itself (too fast and low competence: Mann-Whitney and Fisher's exact tests against the other"
+        f" raters), at p < {t['alpha']:g} after "
+        f"{CORRECTION_NAMES[t['correction']]} correction across the raters tested. Every test but calibration needs "
+        f"{t['min_judgments']} judgments. A rater past a line without that evidence yet, or with fewer judgments, "
+        "is shown as 'not enough evidence yet', not flagged.",
+    ]
+    if t.get("probation"):
+        rules.append(
+            f"Probation (a quick check, no test): a rater below {t['min_calibration_accuracy']:.0%} over the last "
+            f"{t['calibration_window']} calibration answers, from {t['probation_min_answers']} answers on, sees only "
+            "calibration items until back at or above it."
+        )
+    return rules
+
+
+def _waiting(r: dict, a: FlagArguments) -> list[str]:
+    """Why a rater's status is not enough evidence yet, in words."""
+    reasons = [
+        f"{_REASONS[reason](r, a)}: {'not significant yet' if _tested(r, reason) else 'too little evidence to test'}"
+        for reason in r["pending"]
+    ]
+    if r["n_judgments"] < a.min_judgments:
+        reasons.insert(0, f"{r['n_judgments']} judgments so far; the tests need {a.min_judgments}")
+    return reasons
 
 
 def _disagreements(frame: pd.DataFrame, consensus: pd.DataFrame) -> list[dict[str, Any]]:
@@ -173,8 +254,10 @@ def build_report(
     Dawid-Skene class shares), ``agreement`` (alpha ordinal/nominal, Fleiss' kappa, raw agreement, each
     ``{value, low, high}``), ``agreement_over_time`` (alpha per chunk of items), ``raters`` (one dict per rater,
     flagged first: the ``rater_table`` columns, ``left_rate_ci``, ``calibration_by_kind`` ``{kind: {accuracy, n}}``,
-    ``mean_cohen_kappa``, ``flags``), ``disagreements`` (lowest-agreement pairs with votes by pseudonym),
-    ``thresholds`` (flag arguments, calibration window), ``flags`` (flagged raters, readable reasons). NaN is None.
+    ``mean_cohen_kappa``, ``status``, ``flags``, ``pending``: reasons past their threshold without the evidence yet,
+    ``p_corrected``), ``disagreements`` (lowest-agreement pairs with votes by pseudonym), ``thresholds`` (flag
+    arguments, calibration window), ``flags`` (flagged raters, readable reasons) and ``not_enough_evidence`` (the
+    raters whose status says so, and why). ``flag_rules(report["thresholds"])`` says the rules in words. NaN is None.
     """
     args = flag_args or FlagArguments()
     frame = judgment_frame(judgments, columns=COLUMNS)
@@ -201,6 +284,11 @@ def build_report(
         {"rater": r["rater"], "pseudonym": r["pseudonym"], "reasons": [_REASONS[f](r, args) for f in r["flags"]]}
         for r in report["raters"]
         if r["flags"]
+    ]
+    report["not_enough_evidence"] = [
+        {"rater": r["rater"], "pseudonym": r["pseudonym"], "reasons": _waiting(r, args)}
+        for r in report["raters"]
+        if r["status"] == STATUSES[1]
     ]
     return _plain(report)
 
@@ -258,6 +346,9 @@ RATER_CAPTION = (
 )
 
 
+STYLES = {STATUSES[0]: "red", STATUSES[1]: "yellow", STATUSES[2]: None}
+
+
 def _render_raters(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
@@ -276,13 +367,16 @@ def _render_raters(report: dict[str, Any], console) -> None:
             *by_kind, f"{_pct(r['left_rate'])} ({_num(r['position_p'], '.2g')})", _pct(r["tie_rate"]),
             _pct(r["both_bad_rate"]), _pct(r["consistency"]), _num(r["median_time_s"], ".0f"),
             _num(r["median_reasoning_chars"], ".0f"), _pct(r["duplicate_reasoning_rate"]), _pct(r["peer_agreement"]),
-            _num(r["mean_cohen_kappa"]), _num(r["reliability"]), style="red" if r["flags"] else None,
+            _num(r["mean_cohen_kappa"]), _num(r["reliability"]), style=STYLES[r["status"]],
         )  # fmt: skip
     console.print(table)
-    flags = Table("rater", "why", title="Flagged raters")
-    for flag in report["flags"]:
-        flags.add_row(flag["pseudonym"], "\n".join(flag["reasons"]), style="red")
-    console.print(flags if report["flags"] else "No rater flagged.")
+    rules = "\n".join(flag_rules(report["thresholds"]))
+    flags = Table("rater", "status", "why", title="Flagged raters, then raters without enough evidence yet",
+                  caption=rules)  # fmt: skip
+    for status, key in ((STATUSES[0], "flags"), (STATUSES[1], "not_enough_evidence")):
+        for row in report[key]:
+            flags.add_row(row["pseudonym"], status, "\n".join(row["reasons"]), style=STYLES[status])
+    console.print(flags if report["flags"] or report["not_enough_evidence"] else "No rater flagged.")
     worst = Table("pair", "raters", "agreement", "majority", "weighted", "votes", title="Lowest-agreement pairs",
                   caption="votes on the scale -2 (A much better) .. +2 (B much better)")  # fmt: skip
     for d in report["disagreements"]:
@@ -293,7 +387,8 @@ def _render_raters(report: dict[str, Any], console) -> None:
 
 
 def render_report(report: dict[str, Any], console) -> None:
-    """Print a report from ``build_report`` on a rich ``Console`` as tables, flagged raters in red."""
+    """Print a report from ``build_report`` on a rich ``Console`` as tables, flagged raters in red, those without
+    enough evidence yet in yellow, with the rules that decide."""
     console.rule(f"Quality report {report.get('campaign', '')}".strip())
     _render_campaign(report, console)
     _render_raters(report, console)

@@ -60,9 +60,12 @@ def summary_table(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def flag_table(report: dict[str, Any]) -> pd.DataFrame:
-    """Each flagged rater with the reasons in words, against the campaign's thresholds."""
-    rows = [[flag["pseudonym"], "; ".join(flag["reasons"])] for flag in report["flags"]]
-    return pd.DataFrame(rows, columns=["rater", "why flagged"])
+    """Each flagged rater, then each without enough evidence yet, with the reasons in words against the thresholds."""
+    rows = [[flag["pseudonym"], "flagged", "; ".join(flag["reasons"])] for flag in report["flags"]]
+    rows += [
+        [r["pseudonym"], "not enough evidence yet", "; ".join(r["reasons"])] for r in report["not_enough_evidence"]
+    ]
+    return pd.DataFrame(rows, columns=["rater", "status", "why"])
 
 
 def rater_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -75,12 +78,14 @@ def rater_table(report: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "rater": r["pseudonym"],
+                "status": r["status"],
                 "judgments": r["n_judgments"],
                 "calibration (recent)": f"{_pct(r['calibration_accuracy'])} ({_pct(r['calibration_recent_accuracy'])})"
                 f" /{r['calibration_n']}",
                 **by_kind,
                 "left chosen [95% CI]": f"{_pct(r['left_rate'])} [{_pct(low)}, {_pct(high)}]",
                 "position p": _num(r["position_p"], ".2g"),
+                "longer chosen (others)": f"{_pct(r.get('longer_rate'))} ({_pct(r.get('longer_rate_others'))})",
                 "ties": _pct(r["tie_rate"]),
                 "both bad": _pct(r["both_bad_rate"]),
                 "median time": f"{_num(r['median_time_s'], '.0f')} s",
@@ -113,12 +118,15 @@ def disagreement_table(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def _caption(report: dict[str, Any]) -> str:
-    a, t = report["agreement"], report["thresholds"]
+    """The agreement's basis, then how raters are flagged, in the engine's own words and thresholds."""
+    from storage.quality.report import flag_rules  # the statistics load when a lead asks, not when the studio starts
+
+    a = report["agreement"]
+    rules = "\n".join(f"- {rule}" for rule in flag_rules(report["thresholds"]))
     return (
         f"**{a['n_items']}** regular items judged by two or more raters; Fleiss' kappa over the {a['fleiss_items']} "
-        f"judged by {a['fleiss_raters']}; intervals from {a['n_boot']} bootstrap resamples. Raters are flagged "
-        f"below {t['min_calibration_accuracy']:.0%} calibration accuracy over their last {t['calibration_window']} "
-        "calibration answers. Krippendorff's guide: 0.8 to rely on the data, 0.667 for tentative conclusions."
+        f"judged by {a['fleiss_raters']}; intervals from {a['n_boot']} bootstrap resamples. Krippendorff's guide: "
+        f"0.8 to rely on the data, 0.667 for tentative conclusions.\n\n**How raters are flagged**\n\n{rules}"
     )
 
 
@@ -137,7 +145,12 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         pinned_columns=1,
         elem_id="quality-raters",
     )
-    flags = gr.Dataframe(label="Flagged raters", interactive=False, wrap=True, elem_id="quality-flags")
+    flags = gr.Dataframe(
+        label="Flagged raters, then raters without enough evidence yet (not flagged)",
+        interactive=False,
+        wrap=True,
+        elem_id="quality-flags",
+    )
     disagreements = gr.Dataframe(
         label="Lowest-agreement pairs (votes: -2 A much better .. +2 B much better; open them under Adjudication)",
         interactive=False,

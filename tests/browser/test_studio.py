@@ -305,7 +305,7 @@ def team_judgments(studio):
     service = StudioService(engine, rng=random.Random(0))
     for number, rater in enumerate(raters):
         service.accept_consent(rater, demo.id, demo.consent_version)
-        for _ in range(16):  # more than the demo holds; a flagged rater on probation could be served forever
+        for _ in range(30):  # more than the demo holds; a flagged rater on probation could be served forever
             task = service.next_pair(rater, demo.id)
             if task is None:
                 break

@@ -2,7 +2,7 @@ import math
 
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, mannwhitneyu
 
 from storage.quality.raters import calibration_frame, rater_table
 
@@ -112,3 +112,36 @@ def test_competence_separates_good_from_noisy_raters(campaign):
     frame, _ = campaign
     reliability = rater_table(frame)["reliability"]
     assert reliability[["r6", "r7"]].max() < 0.6 < reliability.drop(["r6", "r7"]).min()
+
+
+def test_length_bias_counts_longer_picks_among_decided_judgments_of_unequal_length():
+    # "long" picks the longer response 30 times in 30; "fair" half the time; ties and equal lengths do not count.
+    long_rows = [
+        (i, "long", A if i % 2 else B, {"length_a": 900 if i % 2 else 100, "length_b": 500}) for i in range(30)
+    ]
+    fair = [(i, "fair", A, {"length_a": 900 if i % 2 else 100, "length_b": 500}) for i in range(30)]
+    extra = [(30, "fair", TIE, {"length_a": 10, "length_b": 900}), (31, "fair", B, {"length_a": 50, "length_b": 50})]
+    table = rater_table(_judgments(*long_rows, *fair, *extra))
+    assert table.loc["long", ["n_length", "longer_rate", "longer_rate_others"]].tolist() == [30, 1.0, 0.5]
+    assert table.loc["fair", ["n_length", "longer_rate", "longer_rate_others"]].tolist() == [30, 0.5, 1.0]
+    assert table.loc["long", "n_longer"] == 30 and table.loc["fair", "n_longer"] == 15
+
+
+def test_length_signal_needs_both_lengths_and_refuses_bad_ones():
+    rows = [(i, "r1", A) for i in range(5)]
+    assert "longer_rate" not in rater_table(_judgments(*rows)).columns  # older frames carry no lengths
+    with pytest.raises(ValueError, match="'length_b' must be a number of characters >= 0"):
+        rater_table(_judgments(*[(i, "r1", A, {"length_a": 5, "length_b": -1}) for i in range(5)]))
+
+
+def test_ties_agreement_and_speed_are_set_against_the_other_raters():
+    # "lazy" ties on 18 of 20 items, answers in 2 s and disagrees with the three others, who agree on every item.
+    rows = [(i, r, A, {"time_on_task_s": 30.0 + i}) for i in range(20) for r in ("r1", "r2", "r3")]
+    rows += [(i, "lazy", TIE if i < 18 else B, {"time_on_task_s": 2.0}) for i in range(20)]
+    table = rater_table(_judgments(*rows))
+    lazy = table.loc["lazy"]
+    assert lazy[["n_ties", "tie_rate", "tie_rate_others"]].tolist() == [18, 0.9, 0.0]
+    assert lazy[["n_peer_agreed", "peer_agreement", "peer_agreement_others"]].tolist() == [0, 0.0, 1.0]
+    others = [t for i in range(20) for t in (30.0 + i,) * 3]
+    assert lazy["speed_p"] == pytest.approx(mannwhitneyu([2.0] * 20, others, alternative="less").pvalue)
+    assert table.loc["r1", "speed_p"] > 0.5

@@ -10,7 +10,14 @@ import pytest
 from rich.console import Console
 
 from storage.quality.flags import FlagArguments
-from storage.quality.report import CHUNK_ITEMS, N_DISAGREEMENTS, build_report, plot_report, render_report
+from storage.quality.report import (
+    CHUNK_ITEMS,
+    N_DISAGREEMENTS,
+    build_report,
+    flag_rules,
+    plot_report,
+    render_report,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("factual_priority", "safety", "sycophancy_trap")
@@ -122,7 +129,7 @@ def test_disagreements_are_the_lowest_agreement_regular_pairs(planted):
 def test_report_is_strict_json(planted):
     _, _, report = planted
     assert json.loads(json.dumps(report, allow_nan=False)) == report
-    assert report["thresholds"]["position_p"] == FlagArguments().position_p
+    assert report["thresholds"]["alpha"] == FlagArguments().alpha and report["thresholds"]["correction"] == "holm"
 
 
 def test_perfect_agreement_and_repeats(simulate):
@@ -155,6 +162,41 @@ def test_render_report_prints_the_flagged_rater_and_why(planted):
     flagged = text[text.index("Flagged raters") : text.index("Lowest-agreement pairs")]
     assert "rater-r8" in flagged and "chose the left response in" in flagged
     assert "rater-r3" not in flagged
+    assert "A rater is flagged only when the data show them past the line" in flagged
+
+
+def test_a_newcomer_is_not_enough_evidence_yet_with_the_reason_in_words(planted):
+    frame, calibration, _ = planted
+    # r10 has judged 8 items and missed the 3 calibration items among them: below 70%, far from enough to show it.
+    copied = frame[frame["rater"] == "r4"]
+    regular, gold = copied[copied["item"] >= N_CALIBRATION].head(5), copied[copied["item"] < N_CALIBRATION].head(3)
+    newcomer = pd.concat([regular, gold.assign(preference=-gold["preference"])]).assign(
+        rater="r10", pseudonym="rater-r10"
+    )
+    report = build_report(pd.concat([frame, newcomer], ignore_index=True), calibration, n_boot=0)
+    raters = by_pseudonym(report)
+    assert raters["rater-r10"]["status"] == "not enough evidence yet" and raters["rater-r10"]["flags"] == []
+    (waiting,) = [row for row in report["not_enough_evidence"] if row["pseudonym"] == "rater-r10"]
+    assert waiting["reasons"][0] == "8 judgments so far; the tests need 20"
+    assert waiting["reasons"][1].startswith("calibration accuracy 0% over the last 3 answers, below 70%")
+    assert waiting["reasons"][1].endswith("not tested yet): too little evidence to test")
+    assert {r["status"] for r in report["raters"] if r["flags"]} == {"flagged"}
+    assert [r["status"] for r in report["raters"]] == sorted(  # flagged, then waiting, then ok
+        (r["status"] for r in report["raters"]), key=["flagged", "not enough evidence yet", "ok"].index
+    )
+
+
+def test_the_rules_in_words_follow_the_thresholds_the_engine_used(planted):
+    frame, calibration, _ = planted
+    args = FlagArguments(alpha=0.01, correction="bonferroni", min_calibration_items=8, max_tie_rate=0.45)
+    report = build_report(frame, calibration, flag_args=args, calibration_window=12, n_boot=0)
+    rules = "\n".join(flag_rules(report["thresholds"]))
+    assert "last 12 calibration answers below 70%, from 8 answers on" in rules
+    assert "more than 45% of judgments called a tie" in rules
+    assert "p < 0.01 after Bonferroni correction" in rules and "needs 20 judgments" in rules
+    assert "Probation" not in rules  # the report alone does not know the campaign's probation setting
+    on_probation = flag_rules(report["thresholds"] | {"probation": True, "probation_min_answers": 5})
+    assert "from 5 answers on, sees only calibration items" in on_probation[-1]
 
 
 def test_plot_report_writes_png_files(planted, tmp_path):

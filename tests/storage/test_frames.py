@@ -16,7 +16,10 @@ def add_pair(session, campaign, tag):
     prompt = Prompt(campaign_id=campaign.id, messages=[{"role": "user", "content": tag}], content_hash=tag)
     session.add(prompt)
     session.flush()
-    a, b = Response(prompt_id=prompt.id, text=f"A {tag}"), Response(prompt_id=prompt.id, text=f"B {tag}")
+    a, b = (
+        Response(prompt_id=prompt.id, text=f"A {tag}"),
+        Response(prompt_id=prompt.id, text=f"B {tag}, the longer one"),
+    )
     session.add_all([a, b])
     session.flush()
     pair = Pair(campaign_id=campaign.id, prompt_id=prompt.id, response_a_id=a.id, response_b_id=b.id, content_hash=tag)
@@ -76,6 +79,7 @@ def test_judgment_frame_holds_current_judgments_in_server_time_order(seeded):
     assert frame["server_time"].tolist() == [T0 + timedelta(minutes=m) for m in (5, 30, 50)]
     assert frame["pseudonym"].tolist() == [ids["pseudonyms"][r] for r in frame["rater"]]
     assert frame["reasoning"].iloc[1] == f"ann on {ids['one']}"
+    assert frame[["length_a", "length_b"]].to_numpy().tolist() == [[5, 21]] * 3  # "A one", "B one, the longer one"
     judgment_frame(frame, columns=COLUMNS)  # the quality engine accepts it as it is
 
 
@@ -113,6 +117,7 @@ def test_quality_report_reads_the_campaign(seeded):
     assert report["campaign"] == "c"
     # Flagged under the campaign's own calibration settings, as the export excludes raters.
     assert report["thresholds"]["min_calibration_accuracy"] == 0.9 and report["thresholds"]["calibration_window"] == 3
+    assert report["thresholds"]["probation"] is True and report["thresholds"]["probation_min_answers"] == 5
     assert report["summary"]["n_judgments"] == 3 and report["summary"]["n_calibration_judgments"] == 1
     raters = {r["pseudonym"]: r for r in report["raters"]}
     bob = raters[ids["pseudonyms"][ids["bob"]]]
