@@ -56,6 +56,9 @@ def test_minilm_reward_model_trains_and_scores(sqlite_engine, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.eos_token == tokenizer.sep_token and model.config.pad_token_id == tokenizer.pad_token_id
+    # The classifier reads the first token: a rendered dialogue must start with [CLS], in the saved template too.
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=True, return_dict=True)
+    assert ids["input_ids"][0] == tokenizer.cls_token_id and ids["input_ids"][-1] == tokenizer.sep_token_id
     with torch.no_grad():
         scores = model(**tokenizer(["Owls are birds.", "No idea."], return_tensors="pt", padding=True)).logits
     assert scores.shape == (2, 1) and torch.isfinite(scores).all()
