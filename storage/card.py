@@ -101,7 +101,10 @@ def _selection(filters: dict[str, Any], dropped: dict[str, int]) -> list[str]:
         explained.append(
             f"Flagged raters were left out before consensus: {len(excluded)} flagged by `storage.quality.flags` with "
             f"the campaign's calibration threshold ({settings['min_calibration_accuracy']:.0%} over a rater's last "
-            f"{settings['calibration_window']} calibration answers) and the default `FlagArguments` otherwise."
+            f"{settings['calibration_window']} calibration answers) and the default `FlagArguments` otherwise: a "
+            "rater is flagged for low calibration accuracy, a position or length bias, many ties, rushing or low "
+            "agreement only when a test across the campaign's raters (Holm-corrected) shows it, never for too little "
+            "evidence."
         )
     return [
         "## How the rows were chosen",
