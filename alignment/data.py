@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from alignment.arguments import DataArguments
-from storage.export import export_campaign
+from storage.campaigns import campaign_id_for, prompts_for
+from storage.card import export_facts
+from storage.export import export_campaign, in_test_split
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +24,10 @@ COLUMNS = {
     "reward": ["prompt", "chosen", "rejected"],
     "dpo": ["prompt", "chosen", "rejected"],
     "kto": ["prompt", "completion", "label"],
+    "ppo": ["prompt"],
 }
 """The columns each method's TRL trainer reads (reward also reads ``margin`` where present)."""
+PROMPTS = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "prompt_id": Value("int64")})
 
 
 @dataclass
@@ -47,9 +53,36 @@ def from_folder_or_name(name: str) -> tuple[DatasetDict, dict | None]:
     return load_from_disk(str(folder)), _facts(path)
 
 
+def write_prompts(*, engine: Engine, campaign: str, test_fraction: float, data_dir: Path) -> RunData:
+    """The campaign's prompts as ``prompt`` rows in ``data_dir``: dataset/ (save_to_disk) and export.json (the facts
+    readiness reads). They are split by content hash as every export splits them, so a prompt held out of a reward
+    model's export of the same campaign is held out here too. No ExportRecord: no rater's work is in them."""
+    with Session(engine) as session:
+        rows = prompts_for(session=session, campaign_id=campaign_id_for(session=session, name=campaign))
+    if not rows:
+        raise ValueError(f"campaign {campaign!r} has no prompts to answer")
+    is_test = in_test_split([row["content_hash"] for row in rows], test_fraction)
+    splits = {"train": [], "test": []}
+    for row, test in zip(rows, is_test, strict=True):
+        splits["test" if test else "train"].append({"prompt": row["prompt"], "prompt_id": row["prompt_id"]})
+    dataset = DatasetDict({name: Dataset.from_list(split, features=PROMPTS) for name, split in splits.items()})
+    dataset.save_to_disk(str(data_dir / "dataset"), num_shards={name: 1 for name in dataset})
+    counts = {name: len(split) for name, split in splits.items()}
+    facts = export_facts(campaign=campaign, kind="prompts", counts=counts, filters={"test_fraction": test_fraction},
+                         dropped={}, figures={}, guideline_versions=[],
+                         provenance=Counter((r["source"], r["license"]) for r in rows))  # fmt: skip
+    (data_dir / "export.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+    log.info("wrote %s prompts of campaign %r into %s (%s)", len(rows), campaign, data_dir, counts)
+    return RunData(load_from_disk(str(data_dir / "dataset")), [], campaign, facts)
+
+
 def load_run_data(data_args: DataArguments, *, engine: Engine | None, data_dir: Path) -> RunData:
-    """Export the campaign into ``data_dir`` (one ExportRecord) or load the dataset; fails on rows it cannot use."""
-    if data_args.campaign is not None:
+    """Export the campaign into ``data_dir`` (one ExportRecord; its prompts alone for an online method) or load the
+    dataset; fails on rows it cannot use."""
+    if data_args.campaign is not None and data_args.export_kind == "prompts":
+        data = write_prompts(engine=engine, campaign=data_args.campaign, test_fraction=data_args.test_fraction,
+                             data_dir=data_dir)  # fmt: skip
+    elif data_args.campaign is not None:
         log.info("exporting campaign %r (%s rows) into %s", data_args.campaign, data_args.export_kind, data_dir)
         result = export_campaign(
             engine=engine, campaign=data_args.campaign, kind=data_args.export_kind, out_dir=data_dir,

@@ -79,7 +79,8 @@ def _without_gguf_quantizer(model: PreTrainedModel) -> PreTrainedModel:
     with no_init_weights():  # every weight is overwritten just below
         plain = type(model)(config).to(model.dtype)
     plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
+    if getattr(model, "generation_config", None) is not None:  # a sequence classifier (a value model) has none
+        plain.generation_config = model.generation_config
     return plain
 
 

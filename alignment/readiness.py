@@ -86,8 +86,9 @@ def _export_checks(facts: dict[str, Any] | None, data_args: DataArguments) -> li
         return [_check("agreement, calibration, ties, licenses", "unknown",
                        "cannot be measured: the dataset is not a Concord export (no export.json)")]  # fmt: skip
     figures = facts["figures"]
-    if data_args.method == "sft":
-        agreement = _check("agreement (alpha, nominal)", "unknown", "cannot be measured: demonstrations are not rated")
+    unrated = {"sft": "demonstrations are not rated", "ppo": "prompts are not rated (the reward model was)"}
+    if data_args.method in unrated:
+        agreement = _check("agreement (alpha, nominal)", "unknown", f"cannot be measured: {unrated[data_args.method]}")
     else:
         agreement = _agreement_check(figures, data_args)
     unknown = any(source["license"] is None for source in facts["sources"])

@@ -20,8 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig, TrlParser
 
 from alignment.arguments import METHODS, DataArguments, ModelArguments
+from alignment.ppo_config import PPOArguments
 
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig}
+CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig, "ppo": PPOArguments}
 
 
 class RecipeError(ValueError):

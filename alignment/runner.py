@@ -29,11 +29,15 @@ from alignment.lineage import fail_run, finish_run, resume_run, start_run, updat
 from alignment.model import check_loadable
 from alignment.readiness import check_readiness
 from alignment.recipe import parse_recipe, resolved_config, write_resolved
-from alignment.source import export_ids_for_folder, resolve_model_path, stale_warnings
+from alignment.source import export_ids_for_folder, resolve_model_path, stale_warnings, upstream_export_ids
 from storage.db import make_engine, upgrade_database
 from storage.models import TrainingRun
 
 log = logging.getLogger(__name__)
+
+MODEL_FIELDS = ("reward_model_path",)
+"""Fields of a method's config that name a further model (PPO's reward model): each must be set, is resolved like
+model_name_or_path (run:NAME, pkg:NAME) and, when it is a run, links the new run to that run's exports."""
 
 
 def _on_main(training_args, work: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
@@ -79,7 +83,10 @@ def _checkpoint(output_dir: Path) -> str | None:
 def _prepare(recipe_path, data_args, training_args, model_args, *, engine: Engine, resume: bool, run_dir: Path):
     """Main process: the TrainingRun row, the rows, readiness; returns what the other processes need, and the rows."""
     model_path = resolve_model_path(model_args.model_name_or_path, engine=engine)
-    resolved = resolved_config(data_args, training_args, model_args) | {"model_path": model_path}
+    sources = {name: getattr(training_args, name) for name in MODEL_FIELDS if hasattr(training_args, name)}
+    paths = {name: resolve_model_path(source, engine=engine) for name, source in sources.items()}
+    upstream = upstream_export_ids([model_args.model_name_or_path, *sources.values()], engine=engine)
+    resolved = resolved_config(data_args, training_args, model_args) | {"model_path": model_path} | paths
     if resume:
         run = resume_run(engine, training_args.run_name, method=data_args.method, resolved=resolved, run_dir=run_dir)
     else:
@@ -93,15 +100,16 @@ def _prepare(recipe_path, data_args, training_args, model_args, *, engine: Engin
     log.info("training run #%s %r: %s into %s", run.id, run.name, data_args.method, run_dir)
     try:
         data = _run_data(data_args, engine=engine, run_dir=run_dir, resume=resume)
-        run = update_run(engine, run.id, export_ids=data.export_ids)
+        export_ids = data.export_ids + [i for i in upstream if i not in data.export_ids]
+        run = update_run(engine, run.id, export_ids=export_ids)
         with Session(engine) as session:
-            stale_warnings(session=session, run=run, export_ids=data.export_ids)
+            stale_warnings(session=session, run=run, export_ids=export_ids)
         check_readiness(data, data_args, run_dir)
     except BaseException as error:
         fail_run(engine, run.id, error)
         raise
     rows = str(run_dir / "data") if data_args.campaign is not None else data_args.dataset
-    summary = {"run_id": run.id, "model_path": model_path, "rows": rows,
+    summary = {"run_id": run.id, "model_path": model_path, "rows": rows, "paths": paths,
                "resume_from": _checkpoint(run_dir / "model") if resume else None}  # fmt: skip
     return summary, data
 
@@ -114,8 +122,11 @@ def train(
     other than the main one), or raises and marks it failed. ``resume`` continues the run named by run_name from its
     last checkpoint. ``engine`` defaults to the recipe's database_url ($CONCORD_DATABASE_URL)."""
     data_args, training_args, model_args = parse_recipe(recipe_path, overrides)
-    if not model_args.model_name_or_path:
-        raise ValueError(f"{recipe_path}: model_name_or_path is not set (a hub id, a folder, run:NAME or pkg:NAME)")
+    models = {"model_name_or_path": model_args.model_name_or_path}
+    models |= {name: getattr(training_args, name) for name in MODEL_FIELDS if hasattr(training_args, name)}
+    for name, value in models.items():
+        if not value:
+            raise ValueError(f"{recipe_path}: {name} is not set (a hub id, a folder, run:NAME or pkg:NAME)")
     check_loadable(model_args)
     main = training_args.process_index == 0  # also sets up the processes' group under accelerate launch
     if training_args.world_size > 1:  # the default run_name holds the time: every process takes the main one's
@@ -131,6 +142,8 @@ def train(
                                 resume=resume, run_dir=run_dir)  # fmt: skip
     summary, data = _on_main(training_args, prepare)
     model_args.model_name_or_path = summary["model_path"]
+    for name, path in summary["paths"].items():
+        setattr(training_args, name, path)
     training_args.resume_from_checkpoint = summary["resume_from"]
     dataset = data.dataset if main else from_folder_or_name(summary["rows"])[0]
     # Imported only now: a run whose data is not ready never loads torch's model code.

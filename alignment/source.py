@@ -64,6 +64,17 @@ def resolve_model_path(name: str, *, engine: Engine | None) -> str:
     return name
 
 
+def upstream_export_ids(names: list[str], *, engine: Engine) -> list[int]:
+    """The exports the runs among ``names`` (``run:NAME``) learned from, and so every model trained from them: a PPO
+    policy from its SFT run and its reward run. Erasure that reaches any of them marks the new run stale too."""
+    found: list[int] = []
+    with Session(engine) as session:
+        for name in names:
+            run = find_run(name.removeprefix(RUN_PREFIX), session=session) if name.startswith(RUN_PREFIX) else None
+            found += [export_id for export_id in (run.export_ids if run else []) if export_id not in found]
+    return found
+
+
 def export_ids_for_folder(folder: str | Path, *, engine: Engine) -> list[int]:
     """The ExportRecord written into ``folder``, if the dataset folder is a Concord export this database made."""
     with Session(engine) as session:

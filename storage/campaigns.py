@@ -1,10 +1,28 @@
-"""Campaign edits: a changed guideline or consent text gets a new version, and every edit is audited."""
+"""Campaign edits (a changed guideline or consent text gets a new version, and every edit is audited) and reads."""
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from typing import Any
 
-from storage.models import AuditEvent, Campaign, CampaignUpdate
+from sqlmodel import Session, select
+
+from storage.models import AuditEvent, Campaign, CampaignUpdate, Prompt
+
+
+def campaign_id_for(*, session: Session, name: str) -> int:
+    """The id of the campaign called ``name``; ValueError naming it when there is none."""
+    campaign_id = session.exec(select(Campaign.id).where(Campaign.name == name)).first()
+    if campaign_id is None:
+        raise ValueError(f"no campaign named {name!r}")
+    return campaign_id
+
+
+def prompts_for(*, session: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """The campaign's prompts in id order: ``prompt_id``, ``prompt`` (its messages), ``content_hash``, ``source`` and
+    ``license``. What an online method (PPO) answers: no response, pair or judgment is read."""
+    prompts = session.exec(select(Prompt).where(Prompt.campaign_id == campaign_id).order_by(Prompt.id)).all()
+    return [{"prompt_id": p.id, "prompt": p.messages, "content_hash": p.content_hash, "source": p.source,
+             "license": p.license} for p in prompts]  # fmt: skip
 
 
 def update_campaign(*, session: Session, campaign_id: int, changes: CampaignUpdate, actor_id: int | None) -> Campaign:

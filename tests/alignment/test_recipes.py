@@ -7,14 +7,18 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig
 
+from alignment.ppo_config import PPOArguments
 from alignment.recipe import RecipeError, configs_from_resolved, parse_recipe, resolved_config, write_resolved
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig}
+CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig, "ppo": PPOArguments}
 METHOD_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if "accelerate" not in p.parts)
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 CPU = ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
 """What a GPU recipe needs to parse on this CPU machine (TrainingArguments refuses bf16 without a GPU)."""
+CHECKED = ("learning_rate", "max_length", "save_steps", "use_peft", "lora_r", "gguf_file", "beta", "kl_coef",
+           "reward_model_path", "value_model_init", "rollout_batch_size")  # fmt: skip
+"""Keys whose recipe value must reach its dataclass as written."""
 
 
 def _name(path: Path) -> str:
@@ -29,7 +33,7 @@ def test_every_recipe_parses(path):
     data_args, training_args, model_args = parse_recipe(path, overrides)
     assert isinstance(training_args, CONFIGS[data_args.method])
     assert model_args.dtype == ("float32" if gpu else config["dtype"])
-    for key in ("learning_rate", "max_length", "save_steps", "use_peft", "lora_r", "gguf_file", "beta"):
+    for key in CHECKED:
         if key in config:  # every other key reached its dataclass as written
             assert getattr(training_args, key, getattr(model_args, key, None)) == config[key], key
     if "tiny" not in path.parts:  # real recipes checkpoint and log to TensorBoard (under the run folder)
@@ -84,7 +88,7 @@ def _recipe(tmp_path, **changes) -> Path:
         ({"dtype": "DROP"}, "dtype is not set"),
         ({"torch_dtype": "float32", "dtype": "DROP"}, "unknown key 'torch_dtype'"),
         ({"output_dir": "elsewhere"}, "output_dir is chosen by the run"),
-        ({"method": "ppo"}, "method must be one of"),
+        ({"method": "rlhf"}, "method must be one of"),
         ({"policy": "loudest"}, "policy: 'loudest' is not one of"),
         ({"dataset": "some/name"}, "set exactly one of campaign and dataset"),
     ],
