@@ -1,6 +1,6 @@
 """Does Concord's quality control make a better reward model? Three measurements on the real HH-RLHF helpful pairs.
 
-    python benchmarks/quality_proof.py            # all three, full size (about 40 min on 2 idle cores)
+    python benchmarks/quality_proof.py            # all three, full size (over an hour on 2 busy cores)
     python benchmarks/quality_proof.py --quick    # a smoke run: tiny sizes, a few steps (about a minute)
 
 Every reward model is the MiniLM reward recipe (recipes/smollm2-135m/reward.yaml) run by ``alignment.runner.train``
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -64,10 +65,11 @@ HELDOUT_FRACTION = 0.15  # of the prompts
 MIXED_POOL = {"careful": 24, "random": 4, "position": 4, "length": 4, "tie_lazy": 4}  # rater_pool.py's full pool
 EXPERT_RIGHT = 0.97  # the ladder's experts: right this often, else wrong (no ties)
 FULL = {"pool_pairs": 1200, "excellent": (100, 250), "mediocre": (250, 2500), "alphas": (0.3, 0.5, 0.7, 0.9),
-        "ladder_pairs": 600, "heldout_pairs": None,
-        "train": ["--max_length", "128", "--num_train_epochs", "1"]}  # fmt: skip
+        "ladder_pairs": 600, "heldout_pairs": None, "pair_passes": 1000, "train": ["--max_length", "128"]}  # fmt: skip
 QUICK = {"pool_pairs": 90, "excellent": (30,), "mediocre": (90,), "alphas": (0.3, 0.9), "ladder_pairs": 40,
-         "heldout_pairs": 40, "train": ["--max_length", "64", "--max_steps", "2"]}  # fmt: skip
+         "heldout_pairs": 40, "pair_passes": 0, "train": ["--max_length", "64", "--max_steps", "2"]}  # fmt: skip
+# Every model sees at least ``pair_passes`` pairs (more epochs for a small set): a 100-pair set at one epoch is 7
+# steps, still inside the warmup, and would measure nothing but an untrained head.
 QC = {"policy": "weighted", "exclude_flagged_raters": "true", "min_agreement": "0.6"}
 NAIVE = {"policy": "majority"}
 
@@ -145,7 +147,7 @@ def import_pairs(engine, folder: Path, campaign: str, pairs: list[PairRecord]) -
 
 
 def train_and_score(engine, folder: Path, campaign: str, name: str, size: dict, heldout: Dataset, seed: int,
-                    export: dict | None = None) -> dict:  # fmt: skip
+                    n_pairs: int, export: dict | None = None) -> dict:  # fmt: skip
     """The recipe on ``campaign`` through the runner (as ``launch.py train``), then its figures on ``heldout``
     (``correct``: which pairs it got right, for the paired tests)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -154,6 +156,7 @@ def train_and_score(engine, folder: Path, campaign: str, name: str, size: dict, 
     from alignment.runner import train
 
     options = [arg for key, value in (export or {}).items() for arg in (f"--{key}", str(value))]
+    options += ["--num_train_epochs", str(max(1, math.ceil(size["pair_passes"] / n_pairs)))]
     overrides = ["--campaign", campaign, "--test_fraction", "0", "--eval_strategy", "no", "--output_root",
                  str(folder / "runs"), "--run_name", name, "--seed", str(seed), "--save_strategy", "no",
                  "--report_to", "none", "--allow_low_agreement", "true", *size["train"], *options]  # fmt: skip
@@ -196,7 +199,9 @@ def qc_against_naive(engine, folder: Path, size: dict, pairs, heldout: Dataset, 
     figures = {"raters": MIXED_POOL, "pool_pairs": len(pool.truth), "judgments": n,
                "simulate_s": round(time.perf_counter() - started)}  # fmt: skip
     for name, options in (("naive", NAIVE), ("quality_controlled", QC)):
-        figures[name] = train_and_score(engine, folder, rater_pool.POOL, name, size, heldout, seed, options)
+        figures[name] = train_and_score(
+            engine, folder, rater_pool.POOL, name, size, heldout, seed, len(pool.truth), options
+        )
     figures["mcnemar_p"] = paired_p(figures["naive"], figures["quality_controlled"])
     return figures
 
@@ -212,7 +217,7 @@ def quality_over_quantity(engine, folder: Path, size: dict, pairs, heldout: Data
             rows, _ = labelled(pairs, raters, k, n, rng)
             name = f"{quality}-{n}"
             import_pairs(engine, folder, name, rows)
-            figures[name] = train_and_score(engine, folder, name, name, size, heldout, seed)
+            figures[name] = train_and_score(engine, folder, name, name, size, heldout, seed, n)
             figures[name]["label_accuracy"] = label_accuracy(rows, truth)
     return figures
 
@@ -235,7 +240,7 @@ def agreement_ladder(engine, folder: Path, size: dict, pairs, heldout: Dataset, 
         rows, judgments = labelled(pairs, raters_at(share), 3, size["ladder_pairs"], rng)
         name = f"alpha-{target}"
         import_pairs(engine, folder, name, rows)
-        figures[name] = train_and_score(engine, folder, name, name, size, heldout, seed)
+        figures[name] = train_and_score(engine, folder, name, name, size, heldout, seed, len(rows))
         figures[name] |= {"random_rater_share": round(share, 2), "measured_alpha": alpha(judgments),
                           "label_accuracy": label_accuracy(rows, truth)}  # fmt: skip
     return figures
