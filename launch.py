@@ -192,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     studio.set_defaults(func=cmd_studio)
 
-    imp = commands.add_parser("import", help="import prompts, pairs or demonstrations into a campaign")
+    imp = commands.add_parser(
+        "import",
+        help="import prompts, pairs or demonstrations into a campaign",
+        description="Every format, field and limit ($CONCORD_IMPORT_*): docs/import.md.",
+    )
     imp.add_argument("file", help="a file (JSONL, CSV, Parquet, HH-RLHF, OASST trees), a dataset folder or name")
     imp.add_argument("--campaign", required=True, help="campaign name (created if missing)")
     imp.add_argument("--format", help="prompts | pairs | hh-rlhf | oasst | trl | sharegpt (default: detected)")

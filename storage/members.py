@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
-from storage.models import AuditEvent, Campaign, CampaignMember, Consent, Role, User
+from storage.models import AuditEvent, Campaign, CampaignMember, Consent, ImportJob, Role, User
+
+_LIVE = ~exists().where(ImportJob.campaign_id == Campaign.id)
+"""Not an import's staging campaign (storage.staging): those are hidden from everyone until the import is done."""
+
+
+def is_staging(*, session: Session, campaign_id: int) -> bool:
+    return session.exec(select(ImportJob.id).where(ImportJob.campaign_id == campaign_id)).first() is not None
 
 
 def has_rater_members(*, session: Session, campaign_id: int) -> bool:
@@ -24,6 +31,8 @@ def is_member(*, session: Session, campaign_id: int, user_id: int, role: Role) -
 
 def may_rate(*, session: Session, user: User, campaign_id: int) -> bool:
     """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned)."""
+    if is_staging(session=session, campaign_id=campaign_id):
+        return False
     if is_member(session=session, campaign_id=campaign_id, user_id=user.id, role=Role.rater):
         return True
     return not has_rater_members(session=session, campaign_id=campaign_id)
@@ -31,6 +40,8 @@ def may_rate(*, session: Session, user: User, campaign_id: int) -> bool:
 
 def may_lead(*, session: Session, user: User, campaign_id: int) -> bool:
     """Admins run every campaign; a lead runs the campaigns they are a lead member of."""
+    if is_staging(session=session, campaign_id=campaign_id):
+        return False
     if user.role == Role.admin:
         return True
     led = is_member(session=session, campaign_id=campaign_id, user_id=user.id, role=Role.lead)
@@ -45,13 +56,13 @@ def rateable_campaigns(*, session: Session, user: User) -> list[Campaign]:
         CampaignMember.role == Role.rater,
     )
     has_raters = exists().where(CampaignMember.campaign_id == Campaign.id, CampaignMember.role == Role.rater)
-    return list(session.exec(select(Campaign).where(assigned | ~has_raters).order_by(Campaign.name)))
+    return list(session.exec(select(Campaign).where(assigned | ~has_raters, _LIVE).order_by(Campaign.name)))
 
 
 def led_campaigns(*, session: Session, user: User) -> list[Campaign]:
     """The campaigns this user runs: all of them for an admin, their own for a lead, none for a rater."""
     if user.role == Role.admin:
-        return list(session.exec(select(Campaign).order_by(Campaign.name)))
+        return list(session.exec(select(Campaign).where(_LIVE).order_by(Campaign.name)))
     if user.role != Role.lead:
         return []
     led = exists().where(
@@ -59,7 +70,7 @@ def led_campaigns(*, session: Session, user: User) -> list[Campaign]:
         CampaignMember.user_id == user.id,
         CampaignMember.role == Role.lead,
     )
-    return list(session.exec(select(Campaign).where(led).order_by(Campaign.name)))
+    return list(session.exec(select(Campaign).where(led, _LIVE).order_by(Campaign.name)))
 
 
 def has_consented(*, session: Session, user_id: int, campaign: Campaign) -> bool:

@@ -424,6 +424,22 @@ class TrainingRun(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
+class ImportJob(SQLModel, table=True):
+    """An import being written (storage.imports, storage.staging): its rows wait in ``campaign_id``, a staging
+    campaign hidden from every list, rater and lead, and reach the campaign named ``target`` only once the last of
+    them is written. ``state`` is ``writing`` (a failure or crash discards them) or ``moving`` (committed: a crash
+    is finished by the next import). ``beat_at`` is when the job last made progress."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", sa_column_kwargs={"unique": True})
+    target: str = Field(max_length=128)
+    state: str = Field(default="writing", max_length=16)
+    actor_id: int | None = None  # who imported (None: the command line); audited when the import is published
+    report: dict[str, Any] = _json(default_factory=dict)  # storage.imports.ImportReport, for the audit event
+    started_at: datetime = Field(default_factory=utcnow)
+    beat_at: datetime = Field(default_factory=utcnow)
+
+
 class LoginSession(SQLModel, table=True):
     """A signed-in browser or API client. The row holds a keyed hash of the cookie's token, never the token, and is
     bound to the account id and the account's ``session_epoch`` at sign-in (see storage.sessions)."""

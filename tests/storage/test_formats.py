@@ -219,5 +219,205 @@ def test_unknown_format_and_undetectable_records_ask_for_format(tmp_path):
 def test_a_csv_without_a_needed_column_names_it(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("prompt,response_a\nhello,hi there\n")
-    with pytest.raises(ImportFailed, match=r"pairs.csv, line 1, field 'response_b': is missing"):
+    with pytest.raises(
+        ImportFailed, match=r"pairs.csv, line 2, field 'response_b': is missing"
+    ):  # the header is line 1
         parse_file(path)
+
+
+# --- malformed input: every problem is an ImportFailed naming the file, the record and the field (issue 14) --------
+
+
+def test_a_corrupt_or_truncated_parquet_file_names_the_file(tmp_path):
+    rows = [{"prompt": f"p{i}", "response_a": "a", "response_b": "b"} for i in range(50)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "good.parquet")
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "truncated.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"PAR1")
+    for name in ("truncated.parquet", "corrupt.parquet"):
+        with pytest.raises(ImportFailed, match=rf"{name}: is not a readable Parquet file") as failure:
+            parse_file(tmp_path / name)
+        assert failure.value.path == str(tmp_path / name)
+
+
+def test_a_truncated_gzip_file_names_the_line_it_stopped_at(tmp_path):
+    rows = [{"prompt": f"question {i}", "response_a": f"a{i}" * 50, "response_b": f"b{i}" * 50} for i in range(400)]
+    whole = gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode())
+    path = tmp_path / "pairs.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(ImportFailed, match=r"pairs.jsonl.gz, line \d+: cannot be read after line \d+: .*truncated"):
+        parse_file(path)
+
+
+def test_json_nested_200000_levels_deep_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('"a prompt"\n' + '{"prompt": ' + "[" * 200_000 + "]" * 200_000 + "}\n")
+    with pytest.raises(ImportFailed, match=r"deep.jsonl, line 2: nests lists or objects more deeply"):
+        parse_file(path)
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ImportFailed, match=r"deep.json, line 1: nests lists"):
+        parse_file(tmp_path / "deep.json")
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "problem"),
+    [
+        ('{"prompt": "p", "response_a": "bad \\ud800 text", "response_b": "b"}', "response_a",
+         r"lone surrogate \(U\+D800\) at character 5"),
+        ('{"prompt": "p\\u0000", "response_a": "a", "response_b": "b"}', "prompt[0].content",
+         r"NUL character \(U\+0000\) at character 2"),
+        ('{"messages": [{"role": "user", "content": "\\udfff"}], "response_a": "a", "response_b": "b"}',
+         "messages[0].content", "lone surrogate"),
+        ('{"prompt": "p", "response_a": "a", "response_b": "b", "model_a": "m\\u0000"}', "model_a", "NUL"),
+        ('{"prompt": "p", "response_a": "a", "response_b": "b", "license": "\\ud83d"}', "license", "lone surrogate"),
+    ],
+)  # fmt: skip
+def test_a_nul_or_a_lone_surrogate_is_refused_with_line_and_field(tmp_path, line, field, problem):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "p", "response_a": "a", "response_b": "b"}\n' + line + "\n")
+    with pytest.raises(ImportFailed, match=problem) as failure:
+        parse_file(path)
+    assert (failure.value.line, failure.value.field) == (2, field)
+
+
+def test_raw_bytes_that_are_not_utf8_name_their_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"prompt": "p", "response_a": "a", "response_b": "b"}\n{"prompt": "\xed\xa0\x80"}\n')
+    with pytest.raises(ImportFailed, match=r"pairs.jsonl, line 2: is not valid UTF-8 text \(byte 0xed"):
+        parse_file(path)
+
+
+def test_nul_in_a_csv_cell_is_refused_with_row_and_column(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,response_a,response_b\nfine,a,b\nhello,a\x00b,c\n")
+    with pytest.raises(ImportFailed, match=r"pairs.csv, line 3, field 'response_a': holds a NUL character"):
+        parse_file(path)
+
+
+def test_empty_responses_are_kept_and_counted(tmp_path):
+    rows = [
+        {"prompt": "p", "response_a": "a", "response_b": "b"},
+        {"prompt": "q", "response_a": "", "response_b": "b"},
+        {"prompt": "r", "chosen": "  \n", "rejected": "no"},
+    ]
+    parsed = parse_file(write_jsonl(tmp_path / "pairs.jsonl", rows[:2]))
+    assert (len(parsed.pairs), parsed.empty_responses) == (2, 1)
+    assert parse_file(write_jsonl(tmp_path / "trl.jsonl", rows[2:])).empty_responses == 1
+
+
+def test_csv_columns_the_format_does_not_read_are_named(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,response_a,response_b,preferance,notes\nhi,a,b,-1,x\n")
+    with pytest.raises(
+        ImportFailed, match=r"pairs.csv, field 'preferance': has the column\(s\) \['preferance', 'notes'\]"
+    ):
+        parse_file(path)
+    path.write_text("prompt,response_a,response_b,prompt\nhi,a,b,again\n")
+    with pytest.raises(ImportFailed, match=r"field 'prompt': has the column\(s\) \['prompt'\] twice"):
+        parse_file(path)
+
+
+def test_a_csv_row_with_more_cells_than_the_header_names_its_row(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text('prompt,response_a,response_b\n"two\nlines",a,b\nhi,a,b,surplus\n')
+    with pytest.raises(
+        ImportFailed, match=r"pairs.csv, line 4: has 4 cells, more than the header's 3 columns.*surplus"
+    ):
+        parse_file(path)
+
+
+def test_fields_other_files_do_not_read_are_listed(tmp_path):
+    from storage.formats import Records
+
+    rows = [{"prompt": "p", "response_a": "a", "response_b": "b", "preferance": 1, "id": ""}]
+    records = Records(write_jsonl(tmp_path / "pairs.jsonl", rows))
+    assert len(list(records)) == 1 and records.ignored_fields == {"preferance"}  # an empty field says nothing
+
+
+def test_a_message_id_seen_twice_in_oasst_names_both_lines(tmp_path):
+    def tree(prompt_id, reply_id):
+        reply = {"message_id": reply_id, "text": "an answer", "role": "assistant", "replies": []}
+        prompt = {"message_id": prompt_id, "text": "a question", "role": "prompter", "replies": [reply]}
+        return {"message_tree_id": prompt_id, "prompt": prompt}
+
+    path = write_jsonl(tmp_path / "trees.jsonl", [tree("q1", "r1"), tree("q2", "r1")])
+    with pytest.raises(
+        ImportFailed,
+        match=r"line 2, field 'prompt.replies\[0\].message_id': 'r1' appears twice: it was first seen on line 1",
+    ):  # noqa: E501
+        parse_file(path)
+    with pytest.raises(ImportFailed, match=r"line 2, field 'prompt.message_id': 'q1' appears twice"):
+        parse_file(write_jsonl(tmp_path / "again.jsonl", [tree("q1", "r1"), tree("q1", "r2")]))
+
+
+@pytest.mark.parametrize(
+    ("limits", "row", "field", "problem"),
+    [
+        ({"max_response_chars": 10}, {"prompt": "p", "response_a": "a" * 11, "response_b": "b"}, "response_a",
+         r"has 11 characters, more than the limit of 10 \(max_response_chars, \$CONCORD_IMPORT_MAX_RESPONSE_CHARS\)"),
+        ({"max_prompt_chars": 10}, {"messages": [{"role": "system", "content": "s" * 6},
+                                                 {"role": "user", "content": "u" * 5}], "response_a": "a",
+                                    "response_b": "b"},
+         "messages", r"has 11 characters, more than the limit of 10 \(max_prompt_chars"),
+        ({"max_turns": 2}, {"messages": [{"role": "user", "content": "x"}] * 3, "response_a": "a", "response_b": "b"},
+         "messages", r"has 3 turns, more than the limit of 2 \(max_turns, \$CONCORD_IMPORT_MAX_TURNS\)"),
+        ({"max_rows": 1}, {"prompt": "p", "response_a": "a", "response_b": "b"}, None,
+         r"is past the limit of 1 records per import \(max_rows, \$CONCORD_IMPORT_MAX_ROWS\)"),
+    ],
+)  # fmt: skip
+def test_limits_fail_with_the_knob_that_raises_them(tmp_path, limits, row, field, problem):
+    from storage.formats import ImportArguments
+
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "first", "response_a": "a", "response_b": "b"}, row])
+    with pytest.raises(ImportFailed, match=problem) as failure:
+        parse_file(path, limits=ImportArguments(**limits))
+    assert (failure.value.line, failure.value.field) == (2, field)
+    assert len(parse_file(path).pairs) == 2  # the defaults let it through
+
+
+def test_oasst_conversations_deeper_than_max_turns_are_refused(tmp_path):
+    from storage.formats import ImportArguments
+
+    node = {"message_id": "last", "text": "q", "role": "prompter", "replies": []}
+    for depth in range(300):
+        node = {"message_id": str(depth), "text": "t", "role": ("assistant", "prompter")[depth % 2], "replies": [node]}
+    path = write_jsonl(tmp_path / "deep.jsonl", [{"message_tree_id": "t", "prompt": node | {"role": "prompter"}}])
+    with pytest.raises(ImportFailed, match=r"line 1, field 'prompt(.replies\[0\]){100}': has 101 turns"):
+        parse_file(path)
+    with pytest.raises(ValueError, match="max_turns must be at most 256"):
+        ImportArguments(max_turns=1000)
+
+
+def test_limits_come_from_the_environment():
+    from storage.formats import ImportArguments
+
+    env = {"CONCORD_IMPORT_MAX_ROWS": "5_000", "CONCORD_IMPORT_MAX_TURNS": " ", "CONCORD_IMPORT_CHUNK_ROWS": "50"}
+    assert ImportArguments.from_env(env) == ImportArguments(max_rows=5000, chunk_rows=50)
+    with pytest.raises(ValueError, match=r"\$CONCORD_IMPORT_MAX_ROWS must be a whole number, got 'lots'"):
+        ImportArguments.from_env({"CONCORD_IMPORT_MAX_ROWS": "lots"})
+    with pytest.raises(ValueError, match="max_prompt_chars must be a whole number of at least 1"):
+        ImportArguments(max_prompt_chars=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "record", "problem"),
+    [
+        ('["one", {"prompt": "two"}, {"prompt": "thr', 3, "not valid JSON"),
+        ('["one" "two"]', 1, "expected ',' or ']' after the record"),
+        ('["one"] trailing', None, "more text after the closing"),
+        ("[]", None, "holds no records"),
+    ],
+)
+def test_a_json_array_is_read_record_by_record_and_its_breaks_named(tmp_path, text, record, problem):
+    path = tmp_path / "prompts.json"
+    path.write_text(text)
+    with pytest.raises(ImportFailed, match=problem) as failure:
+        parse_file(path)
+    assert failure.value.line == record
+
+
+def test_the_default_source_name_fits_its_column(tmp_path):
+    folder = tmp_path / ("f" * 200)
+    folder.mkdir()
+    parsed = parse_file(write_jsonl(folder / ("p" * 200 + ".jsonl"), ["a prompt"]))
+    assert len(parsed.name) == 256 and parsed.name.endswith(".jsonl")

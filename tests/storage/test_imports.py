@@ -1,14 +1,26 @@
 """Import into a real database (SQLite and PostgreSQL): counts, idempotence, labels, provenance, atomicity."""
 
+import gzip
 import json
+import logging
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func
 from sqlmodel import Session, SQLModel, select
 
 from storage import imports
-from storage.imports import ImportFailed, import_file
-from storage.models import AuditEvent, CalibrationItem, Campaign, Demonstration, Pair, Prompt, Response
+from storage.imports import ImportArguments, ImportFailed, import_file
+from storage.models import (
+    AuditEvent,
+    CalibrationItem,
+    Campaign,
+    Demonstration,
+    Pair,
+    Prompt,
+    Response,
+)
 
 
 def write_jsonl(path, rows):
@@ -21,6 +33,12 @@ def row_counts(engine) -> dict[str, int]:
         return {
             t.name: session.exec(select(func.count()).select_from(t)).one() for t in SQLModel.metadata.sorted_tables
         }
+
+
+def snapshot(engine) -> dict[str, list]:
+    """Every row of every table: a database left unchanged gives the same snapshot."""
+    with Session(engine) as session:
+        return {t.name: sorted(map(repr, session.execute(t.select()))) for t in SQLModel.metadata.sorted_tables}
 
 
 def all_rows(engine, model):
@@ -167,7 +185,7 @@ def _truncated(tmp_path):
 def _missing_column(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("prompt,response_a\nfine,ok\n")
-    return path, 1, "field 'response_b'"
+    return path, 2, "field 'response_b'"
 
 
 def _identical(tmp_path):
@@ -184,15 +202,75 @@ def _undetectable(tmp_path):
     return write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a"}]), 1, "pass --format"
 
 
-@pytest.mark.parametrize("bad_file", [_truncated, _missing_column, _identical, _wrong_type, _undetectable])
-def test_bad_input_names_file_line_and_field_and_writes_nothing(engine, tmp_path, bad_file):
+def _truncated_gzip(tmp_path):
+    rows = [{"prompt": f"question {i}", "response_a": f"a{i}" * 40, "response_b": f"b{i}" * 40} for i in range(40)]
+    whole = gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode())
+    (tmp_path / "bad.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    return tmp_path / "bad.jsonl.gz", None, "is the file truncated?"
+
+
+def _corrupt_parquet(tmp_path):
+    rows = [{"prompt": f"p{i}", "response_a": "a", "response_b": "b"} for i in range(20)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "whole.parquet")
+    (tmp_path / "bad.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[:-100])
+    return tmp_path / "bad.parquet", None, "is not a readable Parquet file"
+
+
+def _deep(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response_a": "a", "response_b": "b"}])
+    path.write_text(path.read_text() + '{"prompt": ' + "[" * 200_000 + "]" * 200_000 + "}\n")
+    return path, 2, "nests lists or objects more deeply"
+
+
+def _surrogate(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response_a": "a", "response_b": "b"}])
+    path.write_text(path.read_text() + '{"prompt": "p", "response_a": "\\udc80", "response_b": "b"}\n')
+    return path, 2, "field 'response_a': holds a lone surrogate (U+DC80)"
+
+
+def _nul(tmp_path):
+    rows = [
+        {"prompt": "p", "response_a": "a", "response_b": "b"},
+        {"prompt": "q", "response_a": "a\x00", "response_b": "b"},
+    ]
+    return write_jsonl(tmp_path / "bad.jsonl", rows), 2, "field 'response_a': holds a NUL character (U+0000)"
+
+
+def _extra_csv_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt,response_a,response_b,score\nfine,ok,no,3\n")
+    return path, None, "field 'score': has the column(s) ['score']"
+
+
+def _oasst_duplicate_ids(tmp_path):
+    reply = {"message_id": "r", "text": "an answer", "role": "assistant", "rank": 0, "replies": []}
+    tree = {
+        "message_tree_id": "t",
+        "prompt": {"message_id": "q", "text": "q?", "role": "prompter", "replies": [reply]},
+    }
+    return write_jsonl(tmp_path / "bad.jsonl", [tree, tree]), 2, "field 'prompt.message_id': 'q' appears twice"
+
+
+def _too_many_rows(tmp_path):
+    rows = [{"prompt": f"p{i}", "response_a": "a", "response_b": "b"} for i in range(51)]  # CONCORD_IMPORT_MAX_ROWS=50
+    return write_jsonl(tmp_path / "bad.jsonl", rows), 51, "limit of 50 records per import (max_rows"
+
+
+BAD_FILES = [_truncated, _missing_column, _identical, _wrong_type, _undetectable, _truncated_gzip, _corrupt_parquet,
+             _deep, _surrogate, _nul, _extra_csv_column, _oasst_duplicate_ids, _too_many_rows]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad_file", BAD_FILES)
+def test_bad_input_names_file_line_and_field_and_writes_nothing(engine, tmp_path, bad_file, monkeypatch):
+    monkeypatch.setenv("CONCORD_IMPORT_MAX_ROWS", "50")
     import_file(pairs_file(tmp_path), engine=engine, campaign="c")
-    before = row_counts(engine)
+    before = snapshot(engine)
     path, line, names = bad_file(tmp_path)
     with pytest.raises(ImportFailed) as failure:
         import_file(path, engine=engine, campaign="c")
-    assert str(failure.value).startswith(f"{path}, line {line}") and names in str(failure.value)
-    assert row_counts(engine) == before
+    where = f"{path}, line {line}" if line else f"{path}"
+    assert str(failure.value).startswith(where) and names in str(failure.value)
+    assert snapshot(engine) == before
 
 
 def test_an_unknown_format_writes_nothing(engine, tmp_path):
@@ -204,13 +282,71 @@ def test_an_unknown_format_writes_nothing(engine, tmp_path):
 
 def test_a_failure_while_writing_rolls_back_the_whole_import(engine, tmp_path, monkeypatch):
     import_file(pairs_file(tmp_path), engine=engine, campaign="c")
-    before = row_counts(engine)
+    before = snapshot(engine)
+    written = []
+    original = imports._Writer._write_demonstrations
 
-    def fail(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def fail_on_the_third_chunk(self, session, records):
+        written.append(len(records))
+        if len(written) == 3:  # two chunks are committed by now
+            raise RuntimeError("disk full")
+        original(self, session, records)
 
-    monkeypatch.setattr(imports, "_write_demonstrations", fail)  # after prompts, responses and pairs are flushed
-    more = write_jsonl(tmp_path / "more.jsonl", [{"prompt": "new", "response_a": "x", "response_b": "y"}])
-    with pytest.raises(RuntimeError, match="disk full"):
-        import_file(more, engine=engine, campaign="new campaign")
-    assert row_counts(engine) == before
+    monkeypatch.setattr(imports._Writer, "_write_demonstrations", fail_on_the_third_chunk)
+    rows = [{"prompt": f"new {i}", "response_a": "x", "response_b": "y"} for i in range(7)]
+    more = write_jsonl(tmp_path / "more.jsonl", rows)
+    for campaign in ("c", "new campaign"):
+        written.clear()
+        with pytest.raises(RuntimeError, match="disk full"):
+            import_file(more, engine=engine, campaign=campaign, limits=ImportArguments(chunk_rows=2))
+        assert snapshot(engine) == before
+
+
+def test_nul_is_refused_alike_on_every_engine(engine, tmp_path):
+    """PostgreSQL cannot store U+0000 and SQLite can: both refuse it, with the same message, before writing."""
+    rows = [
+        {"prompt": "p", "response_a": "a", "response_b": "b"},
+        {"prompt": "q\x00", "response_a": "a", "response_b": "b"},
+    ]
+    before = snapshot(engine)
+    with pytest.raises(ImportFailed) as failure:
+        import_file(write_jsonl(tmp_path / "nul.jsonl", rows), engine=engine, campaign="c")
+    assert str(failure.value) == (
+        f"{tmp_path / 'nul.jsonl'}, line 2, field 'prompt[0].content': holds a NUL character (U+0000) at character "
+        "2, which PostgreSQL cannot store; remove it"
+    )
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"campaign": "c" * 129}, "campaign"), ({"campaign": " "}, "campaign"), ({"source": "s" * 257}, "source"),
+     ({"license": "MIT\x00"}, "license")],
+)  # fmt: skip
+def test_options_beyond_their_columns_are_refused_alike_on_every_engine(engine, tmp_path, options, field):
+    before = snapshot(engine)
+    with pytest.raises(ImportFailed) as failure:
+        import_file(pairs_file(tmp_path), engine=engine, **{"campaign": "c", **options})
+    assert failure.value.field == field
+    assert snapshot(engine) == before
+
+
+def test_empty_responses_are_imported_counted_and_warned_about(engine, tmp_path, caplog):
+    rows = [
+        {"prompt": "p", "response_a": "a", "response_b": "b"},
+        {"prompt": "q", "response_a": " ", "response_b": "b"},
+        {"prompt": "r", "response_a": "a", "response_b": ""},
+    ]
+    with caplog.at_level(logging.WARNING, logger="storage.imports"):
+        report = import_file(write_jsonl(tmp_path / "pairs.jsonl", rows), engine=engine, campaign="c")
+    assert (report.pairs, report.empty_responses, report.first_empty_line) == (3, 2, 2)
+    assert "Warning: 2 pairs or demonstrations have an empty response (kept; the first on line 2)" in report.summary()
+    assert any("empty response" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+    assert all_rows(engine, AuditEvent)[0].details["empty_responses"] == 2
+
+
+def test_fields_the_format_does_not_read_are_reported(engine, tmp_path):
+    rows = [{"prompt": "p", "response_a": "a", "response_b": "b", "preferance": -1, "note": "x"}]
+    report = import_file(write_jsonl(tmp_path / "pairs.jsonl", rows), engine=engine, campaign="c")
+    assert report.ignored_fields == ["note", "preferance"]
+    assert "fields not read by the pairs format: note, preferance" in report.summary()
