@@ -181,7 +181,8 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(sqlite_engine, tmp_p
     weak, adaptive = (sum(line["kl"] for line in runs[name][-5:]) / 5 for name in ("weak", "adaptive"))
     assert adaptive < weak / 3, (weak, adaptive)
     coefficients = [line["kl_coef"] for line in runs["adaptive"]]
-    assert coefficients[-1] > coefficients[0] == 0.2 and {line["kl_coef"] for line in runs["weak"]} == {0.05}
+    # It rose while the KL was over target (and may fall back once under it)
+    assert max(coefficients) > coefficients[0] == 0.2 and {line["kl_coef"] for line in runs["weak"]} == {0.05}
 
 
 def test_ppo_scores_with_a_reward_run_of_another_tokenizer_and_links_to_it(
