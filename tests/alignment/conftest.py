@@ -1,6 +1,7 @@
 """Tiny random models, a tokenizer trained here from a few sentences, and a seeded campaign: no network."""
 
 import json
+import sys
 
 import pytest
 from sqlmodel import select
@@ -19,6 +20,11 @@ CHATML = (
 TOPICS = ["rivers", "volcanoes", "bread", "chess", "tides", "owls", "bridges", "comets", "honey", "glaciers",
           "violins", "deserts", "coral", "kites", "lanterns", "maple trees", "salt", "clocks", "whales",
           "moss"]  # fmt: skip
+
+TWO_GLOO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                      "--main_process_port", "0"]  # fmt: skip
+"""`accelerate launch` of two CPU processes (the recipes' use_cpu makes them a gloo group), before launch.py."""
 
 
 def _sentences() -> list[str]:

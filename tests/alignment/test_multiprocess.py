@@ -7,7 +7,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from sqlmodel import Session, select
 
 from storage.db import make_engine, upgrade_database
 from storage.models import ExportRecord, TrainingRun
-from tests.alignment.conftest import seed_campaign
+from tests.alignment.conftest import TWO_GLOO_PROCESSES, seed_campaign
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,22 +26,6 @@ def test_two_processes_train_one_run_from_one_export(tmp_path, tiny_causal_lm):
     upgrade_database(engine)
     campaign = seed_campaign(engine, tmp_path)
     engine.dispose()
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-    ]
     recipe = [
         str(ROOT / "recipes" / "tiny" / "dpo.yaml"),
         "--model_name_or_path",
@@ -52,7 +35,7 @@ def test_two_processes_train_one_run_from_one_export(tmp_path, tiny_causal_lm):
         "--output_root",
         str(tmp_path / "runs"),
     ]
-    command = [*launcher, str(ROOT / "launch.py"), "--database-url", url, "train", *recipe]
+    command = [*TWO_GLOO_PROCESSES, str(ROOT / "launch.py"), "--database-url", url, "train", *recipe]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

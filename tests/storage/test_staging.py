@@ -6,26 +6,17 @@ import json
 
 import pytest
 from sqlalchemy import func
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from storage import imports, staging
 from storage.imports import ImportArguments, import_file
 from storage.models import AuditEvent, CalibrationItem, Campaign, Demonstration, ImportJob, Pair, Prompt, Response
+from tests.storage.test_imports import all_rows, snapshot
 
 
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-
-def snapshot(engine) -> dict[str, list]:
-    with Session(engine) as session:
-        return {t.name: sorted(map(repr, session.execute(t.select()))) for t in SQLModel.metadata.sorted_tables}
-
-
-def all_rows(engine, model):
-    with Session(engine) as session:
-        return session.exec(select(model)).all()
 
 
 def pairs_file(tmp_path):
