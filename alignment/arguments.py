@@ -8,8 +8,9 @@ from trl import ModelConfig
 
 from storage.selection import CALIBRATION_CHOICES
 
-METHODS = ("sft", "reward", "dpo", "kto", "ppo")
-EXPORT_KINDS = {"sft": "sft", "reward": "reward", "dpo": "preference", "kto": "kto", "ppo": "prompts"}
+METHODS = ("sft", "reward", "dpo", "kto", "ppo", "rloo", "grpo")
+EXPORT_KINDS = {"sft": "sft", "reward": "reward", "dpo": "preference", "kto": "kto", "ppo": "prompts",
+                "rloo": "prompts", "grpo": "prompts"}  # fmt: skip
 """The storage.export kind each method trains on; "prompts" is the campaign's prompts alone (alignment.data)."""
 POLICIES = ("majority", "mean", "weighted")
 
@@ -84,7 +85,7 @@ class DataArguments:
             raise ValueError(f"test_fraction must be in [0, 1); got {self.test_fraction}")
         if not -1 <= self.min_agreement_alpha <= 1:
             raise ValueError(f"min_agreement_alpha must be in [-1, 1]; got {self.min_agreement_alpha}")
-        if self.method in ("sft", "ppo") and (self.min_agreement or self.exclude_flagged_raters):
+        if self.export_kind in ("sft", "prompts") and (self.min_agreement or self.exclude_flagged_raters):
             raise ValueError(f"min_agreement and exclude_flagged_raters apply to judgments: method {self.method} "
                              "has none")  # fmt: skip
 

@@ -25,6 +25,8 @@ COLUMNS = {
     "dpo": ["prompt", "chosen", "rejected"],
     "kto": ["prompt", "completion", "label"],
     "ppo": ["prompt"],
+    "rloo": ["prompt"],
+    "grpo": ["prompt"],
 }
 """The columns each method's TRL trainer reads (reward also reads ``margin`` where present)."""
 PROMPTS = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "prompt_id": Value("int64")})
@@ -107,6 +109,13 @@ def _check_columns(data: RunData, method: str) -> None:
         missing = [name for name in COLUMNS[method] if name not in rows.column_names]
         if missing:
             raise ValueError(f"{data.source}: split {split!r} lacks column(s) {missing} that {method} trains on")
+
+
+def distinct_prompts(rows: Dataset) -> list[list[dict]]:
+    """Each distinct prompt of ``rows`` once (a preference export repeats a prompt for each of its pairs), in
+    first-seen order: what an online method answers."""
+    seen = {json.dumps(prompt, sort_keys=True): prompt for prompt in rows["prompt"]} if rows.num_rows else {}
+    return list(seen.values())
 
 
 def training_columns(dataset: DatasetDict, method: str) -> DatasetDict:

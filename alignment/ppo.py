@@ -23,6 +23,7 @@ from datasets import DatasetDict
 from transformers import get_scheduler
 
 from alignment.arguments import DataArguments, ModelArguments
+from alignment.data import distinct_prompts
 from alignment.ppo_config import PPOArguments
 from alignment.ppo_math import KLController, kl_estimate, mean_interval
 from alignment.ppo_state import (
@@ -38,12 +39,6 @@ from alignment.ppo_step import ppo_step
 from alignment.rollout import PolicyAndValue, load_roles, measure, sample
 
 log = logging.getLogger(__name__)
-
-
-def _prompts(rows) -> list[list[dict]]:
-    """Each distinct prompt once (a preference export repeats a prompt for each of its pairs), in first-seen order."""
-    seen = {json.dumps(prompt, sort_keys=True): prompt for prompt in rows["prompt"]} if rows.num_rows else {}
-    return list(seen.values())
 
 
 def _total_steps(args: PPOArguments, n_prompts: int, processes: int) -> int:
@@ -139,8 +134,8 @@ def main(
     """Train the policy on ``dataset``'s prompts (train) and answer its test prompts at intervals; returns the
     metrics written to metrics.json."""
     args = training_args
-    prompts = _prompts(dataset["train"])
-    heldout = _prompts(dataset["test"])[: args.num_sample_prompts] if "test" in dataset else []
+    prompts = distinct_prompts(dataset["train"])
+    heldout = distinct_prompts(dataset["test"])[: args.num_sample_prompts] if "test" in dataset else []
     run = _setup(args, model_args)
     accelerator = run.accelerator
     total = _total_steps(args, len(prompts), accelerator.num_processes)

@@ -86,9 +86,11 @@ def _export_checks(facts: dict[str, Any] | None, data_args: DataArguments) -> li
         return [_check("agreement, calibration, ties, licenses", "unknown",
                        "cannot be measured: the dataset is not a Concord export (no export.json)")]  # fmt: skip
     figures = facts["figures"]
-    unrated = {"sft": "demonstrations are not rated", "ppo": "prompts are not rated (the reward model was)"}
-    if data_args.method in unrated:
-        agreement = _check("agreement (alpha, nominal)", "unknown", f"cannot be measured: {unrated[data_args.method]}")
+    unrated = {"sft": "demonstrations are not rated", "prompts": "prompts are not rated (the reward model was)"}
+    if data_args.export_kind in unrated:
+        agreement = _check(
+            "agreement (alpha, nominal)", "unknown", f"cannot be measured: {unrated[data_args.export_kind]}"
+        )
     else:
         agreement = _agreement_check(figures, data_args)
     unknown = any(source["license"] is None for source in facts["sources"])

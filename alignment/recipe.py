@@ -20,9 +20,18 @@ from pydantic import TypeAdapter, ValidationError
 from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig, TrlParser
 
 from alignment.arguments import METHODS, DataArguments, ModelArguments
+from alignment.online import GRPOArguments, RLOOArguments
 from alignment.ppo_config import PPOArguments
 
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig, "ppo": PPOArguments}
+CONFIGS = {
+    "sft": SFTConfig,
+    "reward": RewardConfig,
+    "dpo": DPOConfig,
+    "kto": KTOConfig,
+    "ppo": PPOArguments,
+    "rloo": RLOOArguments,
+    "grpo": GRPOArguments,
+}
 
 
 class RecipeError(ValueError):

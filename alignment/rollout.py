@@ -87,7 +87,7 @@ def token_values(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tens
     return body.score(hidden).squeeze(-1).float()
 
 
-def _classifier(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def load_scorer(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A one-score sequence classifier from a folder (a LoRA reward run: its adapter merged into its base)."""
     folder = Path(model_args.model_name_or_path)
     if not (folder / "adapter_config.json").is_file():
@@ -102,13 +102,13 @@ def _value_model(args: PPOArguments, model_args: ModelArguments, reward_args: Mo
                  tokenizers: tuple[PreTrainedTokenizerBase, PreTrainedTokenizerBase]) -> PreTrainedModel:  # fmt: skip
     tokenizer, reward_tokenizer = tokenizers
     if args.value_model_init == "policy":  # the policy's backbone, with a new one-score head
-        return _classifier(dataclasses.replace(model_args, use_peft=False), tokenizer)
+        return load_scorer(dataclasses.replace(model_args, use_peft=False), tokenizer)
     if reward_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ValueError(
             f"value_model_init reward: the reward model {reward_args.model_name_or_path} has another tokenizer than "
             "the policy, so it cannot value each policy token; set value_model_init: policy"
         )
-    value = _classifier(reward_args, reward_tokenizer)
+    value = load_scorer(reward_args, reward_tokenizer)
     _classifier_body(value)  # fails now, naming the fix, rather than at the first step
     return value
 
@@ -120,7 +120,7 @@ def load_roles(args: PPOArguments, model_args: ModelArguments) -> Roles:
     reward_args = dataclasses.replace(model_args, model_name_or_path=args.reward_model_path, gguf_file=None,
                                       use_peft=False, load_in_4bit=False, load_in_8bit=False)  # fmt: skip
     reward_tokenizer = load_tokenizer(reward_args)
-    reward = _classifier(reward_args, reward_tokenizer)
+    reward = load_scorer(reward_args, reward_tokenizer)
     value = _value_model(args, model_args, reward_args, (tokenizer, reward_tokenizer))
     reference = None if model_args.use_peft else copy.deepcopy(policy)
     if model_args.use_peft:
@@ -236,20 +236,25 @@ def _reference_logprobs(roles: Roles, ids, attention, response, context: int, ar
         return response_logprobs(roles.policy(**kwargs).logits, response, context, args.temperature)
 
 
-@torch.no_grad()
 def score(roles: Roles, prompts: list[list[dict]], texts: list[str], args: PPOArguments, device) -> Tensor:
-    """The reward model's score of each prompt and response, rendered with its own chat template and cut from the
-    left to reward_max_length, as reward training rendered and cut its pairs."""
-    tokenizer, special = roles.reward_tokenizer, set(roles.reward_tokenizer.all_special_ids)
+    """The reward model's score of each prompt and response (``reward_scores``)."""
+    return reward_scores(roles.reward, roles.reward_tokenizer, prompts, texts, args.reward_max_length,
+                         args.per_device_eval_batch_size, device)  # fmt: skip
+
+
+@torch.no_grad()
+def reward_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]],
+                  texts: list[str], max_length: int | None, batch_size: int, device) -> Tensor:  # fmt: skip
+    """A reward model's score of each prompt and response, rendered with the reward model's own chat template and
+    cut from the left to ``max_length``, as reward training rendered and cut its pairs."""
+    special = set(tokenizer.all_special_ids)
     rows = []
     for messages, text in zip(prompts, texts, strict=True):
         dialogue = [*messages, {"role": "assistant", "content": text}]
         ids = tokenizer.apply_chat_template(dialogue, tokenize=True, return_dict=True)["input_ids"]
-        limit = args.reward_max_length
-        rows.append(ids if limit is None else left_truncate(ids, limit, ids[0] in special))
+        rows.append(ids if max_length is None else left_truncate(ids, max_length, ids[0] in special))
     scores = []
-    for start in range(0, len(rows), args.per_device_eval_batch_size):
-        batch = tokenizer.pad({"input_ids": rows[start : start + args.per_device_eval_batch_size]},
-                              return_tensors="pt").to(device)  # fmt: skip
-        scores.append(roles.reward(**batch).logits[:, 0].float())
+    for start in range(0, len(rows), batch_size):
+        batch = tokenizer.pad({"input_ids": rows[start : start + batch_size]}, return_tensors="pt").to(device)
+        scores.append(model(**batch).logits[:, 0].float())
     return torch.cat(scores)

@@ -1,12 +1,30 @@
-"""Tiny random models, a tokenizer trained here from a few sentences, and a seeded campaign: no network."""
+"""Tiny random models, a tokenizer trained here from a few sentences, a seeded campaign and a toy reward model: no
+network.
+
+The toy reward model is a real one-layer Llama sequence classifier, saved to a folder and loaded like any reward
+model, whose weights are set by hand so that its score is exactly 4 f / sqrt(1 + f^2), f the fraction of the text's
+tokens that contain the letter "e": its attention is uniform (zero queries and keys) and its values carry one bit per
+token, whether the token is a target.
+"""
 
 import json
+import math
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from sqlmodel import select
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from storage.db import write_session
 from storage.imports import import_file
@@ -82,3 +100,35 @@ def seed_campaign(engine, tmp_path, name: str = "tiny", n: int = 20) -> str:
             session.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": text}],
                                       source="test", license="MIT"))  # fmt: skip
     return name
+
+
+SCALE = 4.0
+
+
+def _toy_reward(folder: Path, tokenizer) -> Path:
+    hidden = 8
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4, num_hidden_layers=1,
+                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=512, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-6)  # fmt: skip
+    model = LlamaForSequenceClassification(config)
+    targets = [i for token, i in tokenizer.get_vocab().items() if "e" in tokenizer.convert_tokens_to_string([token])]
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0  # every token: a unit vector, on axis 1 for a target, else 0
+        model.model.embed_tokens.weight[targets, 0], model.model.embed_tokens.weight[targets, 1] = 0.0, 1.0
+        layer = model.model.layers[0]
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm, model.model.norm):
+            norm.weight.fill_(1.0)
+        layer.self_attn.v_proj.weight[1, 1] = 1.0  # the normed input is sqrt(hidden) x the unit vector
+        layer.self_attn.o_proj.weight[2, 1] = 1 / math.sqrt(hidden)  # axis 2 = mean over the prefix = f
+        model.score.weight[0, 2] = SCALE / math.sqrt(hidden)  # final norm: f sqrt(hidden) / sqrt(1 + f^2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_reward(tmp_path_factory, tiny_causal_lm) -> str:
+    """The toy reward model, sharing the tiny policy's tokenizer."""
+    return str(_toy_reward(tmp_path_factory.mktemp("toy-reward"), AutoTokenizer.from_pretrained(tiny_causal_lm)))

@@ -1,10 +1,5 @@
-"""PPO end to end on tiny models: a toy reward rises with the KL bounded, lineage to a reward run, LoRA, resume.
-
-The toy reward model is a real one-layer Llama sequence classifier, saved to a folder and loaded like any reward
-model, whose weights are set by hand so that its score is exactly 4 f / sqrt(1 + f^2), f the fraction of the text's
-tokens that contain the letter "e": its attention is uniform (zero queries and keys) and its values carry one bit per
-token, whether the token is a target.
-"""
+"""PPO end to end on tiny models: a toy reward (tests/alignment/conftest.py) rises with the KL bounded, lineage to a
+reward run, LoRA, resume."""
 
 import json
 import math
@@ -27,28 +22,25 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertModel,
-    LlamaConfig,
-    LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
 )
 
 from alignment.arguments import ModelArguments
 from alignment.ppo_config import PPOArguments
 from alignment.recipe import RecipeError, parse_recipe
-from alignment.rollout import Episodes, _classifier, encode_prompts, load_roles, measure, sample
+from alignment.rollout import Episodes, encode_prompts, load_roles, load_scorer, measure, sample
 from alignment.runner import train
 from storage.accounts import create_user
 from storage.db import make_engine, upgrade_database, write_session
 from storage.erasure import erase_user
 from storage.models import ExportRecord, TrainingRun, UserCreate
-from tests.alignment.conftest import TOPICS, TWO_GLOO_PROCESSES, seed_campaign
+from tests.alignment.conftest import SCALE, TOPICS, TWO_GLOO_PROCESSES, seed_campaign
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "tiny"
 LOGGED = ("score", "score_ci_low", "score_ci_high", "kl", "entropy", "clip_fraction", "value_loss",
           "explained_variance", "approx_kl", "response_length", "eos_rate", "episodes_per_second", "time_generation",
           "time_scoring", "time_optimisation", "kl_coef")  # fmt: skip
-SCALE = 4.0
 
 
 @pytest.fixture(autouse=True)
@@ -58,29 +50,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _toy_reward(folder: Path, tokenizer) -> Path:
-    hidden = 8
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4, num_hidden_layers=1,
-                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=512, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-6)  # fmt: skip
-    model = LlamaForSequenceClassification(config)
-    targets = [i for token, i in tokenizer.get_vocab().items() if "e" in tokenizer.convert_tokens_to_string([token])]
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        model.model.embed_tokens.weight[:, 0] = 1.0  # every token: a unit vector, on axis 1 for a target, else 0
-        model.model.embed_tokens.weight[targets, 0], model.model.embed_tokens.weight[targets, 1] = 0.0, 1.0
-        layer = model.model.layers[0]
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm, model.model.norm):
-            norm.weight.fill_(1.0)
-        layer.self_attn.v_proj.weight[1, 1] = 1.0  # the normed input is sqrt(hidden) x the unit vector
-        layer.self_attn.o_proj.weight[2, 1] = 1 / math.sqrt(hidden)  # axis 2 = mean over the prefix = f
-        model.score.weight[0, 2] = SCALE / math.sqrt(hidden)  # final norm: f sqrt(hidden) / sqrt(1 + f^2)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -103,12 +72,6 @@ def other_encoder(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return str(folder)
-
-
-@pytest.fixture(scope="session")
-def toy_reward(tmp_path_factory, tiny_causal_lm) -> str:
-    """The toy reward model, sharing the tiny policy's tokenizer."""
-    return str(_toy_reward(tmp_path_factory.mktemp("toy-reward"), AutoTokenizer.from_pretrained(tiny_causal_lm)))
 
 
 def _overrides(tmp_path, campaign: str, policy: str, reward: str, name: str, *extra: str) -> list[str]:
@@ -277,7 +240,7 @@ def test_a_lora_reward_run_is_loaded_with_its_adapter(tmp_path, toy_reward):
         adapted.base_model.model.score.modules_to_save["default"].weight.mul_(-2.0)  # the run's own head
     adapted.save_pretrained(tmp_path / "lora")
     tokenizer.save_pretrained(tmp_path / "lora")
-    loaded = _classifier(ModelArguments(model_name_or_path=str(tmp_path / "lora"), dtype="float32"), tokenizer)
+    loaded = load_scorer(ModelArguments(model_name_or_path=str(tmp_path / "lora"), dtype="float32"), tokenizer)
     with torch.no_grad():
         assert torch.allclose(loaded(**batch).logits, -2 * untouched, atol=1e-5)  # LoRA B starts at 0: head only
 

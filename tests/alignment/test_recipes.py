@@ -7,11 +7,13 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig
 
+from alignment.online import GRPOArguments, RLOOArguments
 from alignment.ppo_config import PPOArguments
 from alignment.recipe import RecipeError, configs_from_resolved, parse_recipe, resolved_config, write_resolved
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig, "ppo": PPOArguments}
+CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "kto": KTOConfig, "ppo": PPOArguments,
+           "rloo": RLOOArguments, "grpo": GRPOArguments}  # fmt: skip
 METHOD_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if "accelerate" not in p.parts)
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 CPU = ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
