@@ -77,6 +77,11 @@ class TaskKind(StrEnum):
     demonstration = "demonstration"
 
 
+class ReviewStatus(StrEnum):
+    accepted = "accepted"
+    rejected = "rejected"
+
+
 # --- users -----------------------------------------------------------------------------------------
 
 
@@ -108,6 +113,9 @@ class User(UserBase, table=True):
     # Bumped to end every session of the account at once (storage.sessions.revoke_sessions): a session is valid only
     # while the epoch it was opened under is still the account's.
     session_epoch: int = 0
+    # Set by an admin's reset (and on accounts an admin creates): the password was shown to someone else, so the
+    # next sign-in must choose a new one before any session opens (studio.access.Service.log_in).
+    must_change_password: bool = False
 
 
 class UserPublic(UserBase):
@@ -135,6 +143,7 @@ class CampaignBase(SQLModel):
     calibration_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     calibration_window: int = Field(default=20, ge=1)
     probation: bool = True
+    criteria_required: bool = False  # every rubric criterion must be scored: an unrated one refuses the submit
 
 
 class CampaignCreate(CampaignBase):
@@ -144,6 +153,7 @@ class CampaignCreate(CampaignBase):
 class CampaignUpdate(SQLModel):
     """The fields a lead may change; those left None stay as they are."""
 
+    kind: CampaignKind | None = None
     guidelines: str | None = None
     rubric: list[str] | None = None
     overlap_k: int | None = Field(default=None, ge=1, le=50)
@@ -155,6 +165,7 @@ class CampaignUpdate(SQLModel):
     calibration_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     calibration_window: int | None = Field(default=None, ge=1)
     probation: bool | None = None
+    criteria_required: bool | None = None
 
 
 class Campaign(CampaignBase, table=True):
@@ -295,6 +306,18 @@ class Adjudication(SQLModel, table=True):
     note: str = Field(default="", sa_type=Text)
     decided_by: int | None = Field(default=None, foreign_key="user.id")
     decided_at: datetime = Field(default_factory=utcnow)
+
+
+class DemonstrationReview(SQLModel, table=True):
+    """A lead's verdict on one version of a demonstration; the newest per demonstration counts. A revision is a new
+    demonstration row, so it starts unreviewed. SFT exports take accepted ones (storage.export.sft_rows)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    demonstration_id: int = Field(foreign_key="demonstration.id", index=True)
+    status: ReviewStatus = Field(sa_type=String(16))
+    note: str = Field(default="", sa_type=Text)
+    reviewer_id: int | None = Field(default=None, foreign_key="user.id")
+    reviewed_at: datetime = Field(default_factory=utcnow)
 
 
 # --- calibration and work assignment ---------------------------------------------------------------

@@ -2,7 +2,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from storage.db import alembic_config, write_session
-from storage.models import Campaign
+from storage.models import Campaign, DemonstrationReview, User
 
 
 def test_migrated_schema_matches_models(engine):
@@ -28,3 +28,35 @@ def test_sqlite_is_durable_and_checks_foreign_keys(sqlite_engine):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def _migrate(engine, step: str, revision: str) -> None:
+    from alembic import command
+
+    with engine.begin() as connection:
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        getattr(command, step)(config, revision)
+
+
+def test_0005_keeps_existing_accounts_and_campaigns_as_they_were_and_downgrades(engine):
+    """Accounts made before 0005 keep their passwords; campaigns keep accepting unrated criteria."""
+    _migrate(engine, "downgrade", "0004")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO campaign (name, kind, guidelines, rubric, overlap_k, calibration_rate, "
+                          "calibration_mode, min_reasoning_chars, domains, consent_text, calibration_threshold, "
+                          "calibration_window, probation, guidelines_version, consent_version, created_at) VALUES "
+                          "('old', 'preference', '', '[]', 3, 0.1, 'training', 20, '[]', '', 0.7, 20, true, 1, 1, "
+                          "'2026-01-01')"))  # fmt: skip
+        conn.execute(text("INSERT INTO \"user\" (username, role, domains, active, password_hash, pseudonym, "
+                          "created_at, session_epoch) VALUES ('ada', 'rater', '[]', true, '-', 'rater-1', "
+                          "'2026-01-01', 0)"))  # fmt: skip
+    _migrate(engine, "upgrade", "head")
+    with write_session(engine) as session:
+        assert session.exec(select(Campaign.criteria_required)).one() is False
+        assert session.exec(select(User.must_change_password)).one() is False
+        assert session.exec(select(DemonstrationReview)).all() == []
+    _migrate(engine, "downgrade", "0004")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT username FROM \"user\"")).scalar() == "ada"
+    _migrate(engine, "upgrade", "head")
