@@ -1,7 +1,8 @@
 """Users: creation, password checks (argon2 via argon2-cffi), role, activation and password changes, the first admin.
 
 Every change that should end what an account's open sessions may do (role, deactivation, password) revokes them
-(storage.sessions.revoke_sessions); erasure does too (storage.erasure).
+(storage.sessions.revoke_sessions); erasure does too (storage.erasure). A password someone else has seen (an admin's
+reset) is set with ``must_change``: the next sign-in has to replace it (``change_password``) before a session opens.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from storage.models import AuditEvent, Role, User, UserCreate
 from storage.sessions import revoke_sessions
 
 _hasher = PasswordHasher()
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024  # longer is refused unhashed: no one's password is, and hashing megabytes costs
 
 
 @cache
@@ -90,14 +93,46 @@ def set_active(*, session: Session, user_id: int, active: bool, actor_id: int | 
     return user
 
 
-def set_password(*, session: Session, user_id: int, password: str, actor_id: int | None) -> User:
-    """Set a new password (at least 8 characters); every session of the account ends. Audited, without it."""
-    if len(password) < 8:
-        raise ValueError("a password needs at least 8 characters")
+def check_new_password(password: str) -> None:
+    """ValueError, in words for the person, when ``password`` cannot be a password here."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise ValueError(f"a password has at most {MAX_PASSWORD_CHARS} characters")
+
+
+def set_password(
+    *, session: Session, user_id: int, password: str, actor_id: int | None, must_change: bool = False
+) -> User:
+    """Set a new password; every session of the account ends. ``must_change``: the next sign-in must replace it (a
+    one-time password an admin hands over). Audited, without it."""
+    check_new_password(password)
     user = _user(session, user_id)
     user.password_hash = _hasher.hash(password)
-    session.add(AuditEvent(actor_id=actor_id, action="user.password", target=user.username))
+    user.must_change_password = must_change
+    session.add(AuditEvent(actor_id=actor_id, action="user.password", target=user.username,
+                           details={"one_time": must_change}))  # fmt: skip
     revoke_sessions(session=session, user=user)
+    return user
+
+
+def change_password(
+    *, session: Session, user_id: int, old: str, new: str, keep_token_hash: str | None = None
+) -> User:
+    """The person's own change: the current password must be right and the new one differ from it. Every other
+    session ends; the one named by ``keep_token_hash`` (the one they changed it from) goes on. Audited."""
+    user = _user(session, user_id)
+    try:
+        _hasher.verify(user.password_hash, old)
+    except (VerificationError, InvalidHashError):
+        raise ValueError("the current password is wrong") from None
+    check_new_password(new)
+    if new == old:
+        raise ValueError("the new password must differ from the current one")
+    user.password_hash = _hasher.hash(new)
+    user.must_change_password = False
+    session.add(AuditEvent(actor_id=user.id, action="user.password_change", target=user.username))
+    revoke_sessions(session=session, user=user, keep_token_hash=keep_token_hash)
     return user
 
 

@@ -43,7 +43,14 @@ DROPPED = {
     "tie": "pairs whose consensus is a tie",
     "low_agreement": "pairs whose agreement is below min_agreement",
     "calibration": "calibration (gold) items, left out of training exports (include_calibration none)",
+    "rejected": "demonstrations a lead rejected",
+    "unreviewed": "demonstrations written in the studio that no lead has reviewed yet (include_unreviewed false)",
 }
+REVIEW = (
+    "A demonstration written in the studio is exported once a lead accepts it (with `include_unreviewed`, also "
+    "while no lead has reviewed it); one a lead rejected never is. Imported human writing counts as reviewed where "
+    "it came from and is exported unless a lead rejected it."
+)
 CALIBRATION = {
     "none": "Calibration (gold) items are not in this export: they test raters and are left out of training data.",
     "gold": "Calibration (gold) items are included, labelled by their known (gold) answer whatever the votes said "
@@ -61,12 +68,13 @@ def _license(licenses: set[str | None]) -> str:
 def export_facts(
     *, campaign: str, kind: str, counts: dict[str, int], filters: dict[str, Any], dropped: dict[str, int],
     figures: dict[str, Any], guideline_versions: list[int], provenance: dict[tuple[str, str | None], int],
+    notes: list[str] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """What the card states, as ``export.json``: the machine-readable twin that training reads."""
     sources = [{"source": source, "license": license, "rows": n} for (source, license), n in provenance.items()]
     return {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, "dropped": dropped,
             "figures": figures, "guideline_versions": guideline_versions, "sources": sources,
-            "license": _license({license for _, license in provenance})}  # fmt: skip
+            "license": _license({license for _, license in provenance}), "notes": list(notes)}  # fmt: skip
 
 
 def _front_matter(kind: str, counts: dict[str, int], provenance: dict[tuple[str, str | None], int]) -> list[str]:
@@ -96,6 +104,8 @@ def _selection(filters: dict[str, Any], dropped: dict[str, int]) -> list[str]:
     ] if "policy" in filters else []  # fmt: skip
     if "include_calibration" in filters:
         explained.append(CALIBRATION[filters["include_calibration"]])
+    if "include_unreviewed" in filters:
+        explained.append(REVIEW)
     excluded, settings = filters.get("excluded_raters", []), filters.get("flag_settings")
     if settings:
         explained.append(
@@ -130,6 +140,7 @@ def dataset_card(
     figures: dict[str, Any],
     guideline_versions: list[int],
     provenance: dict[tuple[str, str | None], int],
+    notes: list[str] = (),
 ) -> str:
     """The card's text; ``figures`` (``agreement_figures`` and ``calibration_figures``) describe exactly these rows."""
     lines = [
@@ -144,6 +155,7 @@ def dataset_card(
         "|---|---|",
         *(f"| {split} | {n:,} |" for split, n in counts.items()),
         "",
+        *(f"**Note:** {note}\n" for note in notes),
         "Splits are grouped by prompt: a hash of each prompt's content decides its side, so no prompt is on both "
         "and the same data always splits the same way.",
         "",

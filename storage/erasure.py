@@ -24,6 +24,7 @@ from storage.models import (
     Consent,
     DeletionRequest,
     Demonstration,
+    DemonstrationReview,
     ExportRecord,
     Judgment,
     LoginFailure,
@@ -87,8 +88,12 @@ def _remove(session: Session, user_id: int) -> tuple[dict[str, int], list[str]]:
         CampaignMember.user_id == user_id, CampaignMember.role == Role.rater
     )
     rated = session.exec(select(Campaign).where(col(Campaign.id).in_(assigned))).all()
+    own_demonstrations = select(Demonstration.id).where(Demonstration.rater_id == user_id)
     deleted = {
         "judgments": _delete_versioned(session, Judgment, user_id),
+        "demonstration reviews": session.execute(
+            delete(DemonstrationReview).where(col(DemonstrationReview.demonstration_id).in_(own_demonstrations))
+        ).rowcount,
         "demonstrations": _delete_versioned(session, Demonstration, user_id),
         "assignments": session.execute(delete(Assignment).where(Assignment.rater_id == user_id)).rowcount,
         "consents": session.execute(delete(Consent).where(Consent.user_id == user_id)).rowcount,

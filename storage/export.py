@@ -18,7 +18,7 @@ import logging
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from sqlmodel import Session
 
 from storage.card import dataset_card, export_facts
 from storage.db import write_session
+from storage.demonstrations import newest_reviews
 from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
 from storage.quality.consensus import POLICIES
@@ -61,11 +62,13 @@ class ExportResult:
     kind: str
     counts: dict[str, int]
     export_id: int
+    notes: list[str] = field(default_factory=list)  # what a reader of the export must know, also in its card
 
     def summary(self) -> str:
-        """One line for the command line."""
+        """One line for the command line (and a line per note)."""
         splits = ", ".join(f"{split} {n:,}" for split, n in self.counts.items())
-        return f"export #{self.export_id}: {sum(self.counts.values()):,} {self.kind} rows ({splits}) in {self.out_dir}"
+        line = f"export #{self.export_id}: {sum(self.counts.values()):,} {self.kind} rows ({splits}) in {self.out_dir}"
+        return "\n".join([line, *(f"Note: {note}" for note in self.notes)])
 
 
 @dataclass
@@ -240,7 +243,12 @@ def preference_rows(
     figures |= calibration_figures(calibration, pair_ids=pairs["id"].to_numpy(), pair_index=judgments["pair_index"],
                                    rater=judgments["rater_id"], preference=judgments["preference"],
                                    exported_raters=np.unique(raters))  # fmt: skip
-    figures["rows labelled by a lead's adjudication"] = int((labels["source"][kept] == "adjudication").sum())
+    # One count per label source, so they add up to the rows (a judged pair a lead decided counts as decided).
+    sources = labels["source"][kept]
+    figures["rows labelled by judgments"] = int((sources == "judgments").sum())
+    figures["rows labelled by a lead's adjudication"] = int((sources == "adjudication").sum())
+    figures["rows labelled by their gold answer"] = int((sources == "gold").sum())
+    figures["rows labelled by a prior label (known at import)"] = int((sources == "prior").sum())
     figures["calibration items among the rows"] = int((~np.isnan(gold[kept])).sum())
     return _rows(
         _pair_table(session, campaign_id, pairs, labels, judgments), is_test, pairs=pairs["id"].to_numpy()[kept],
@@ -250,8 +258,23 @@ def preference_rows(
     )  # fmt: skip
 
 
-def sft_rows(*, session: Session, campaign_id: int, test_fraction: float) -> Rows:
-    """One row per current demonstration: the prompt's messages followed by the demonstration's."""
+def _reviewed(session: Session, demo_ids: np.ndarray, written: np.ndarray, include_unreviewed: bool):
+    """Which demonstrations to keep by their newest review (storage.demonstrations): accepted ones, imported ones
+    (``written`` False) unless rejected, and with ``include_unreviewed`` every one not rejected; and the counts of
+    those left out."""
+    status = newest_reviews(session=session, demonstration_ids=demo_ids.tolist())
+    verdict = np.array([str(status[i].status) if i in status else "" for i in demo_ids.tolist()], dtype=object)
+    rejected, unreviewed = verdict == "rejected", (verdict == "") & written
+    keep = ~rejected & (include_unreviewed | ~unreviewed)
+    dropped = {"rejected": int(rejected.sum())}
+    if not include_unreviewed:
+        dropped["unreviewed"] = int(unreviewed.sum())
+    return keep, dropped
+
+
+def sft_rows(*, session: Session, campaign_id: int, test_fraction: float, include_unreviewed: bool = False) -> Rows:
+    """One row per current demonstration a lead accepted (or, imported, did not reject; with ``include_unreviewed``
+    also those not reviewed yet): the prompt's messages followed by the demonstration's."""
     query = (
         select(Demonstration.id, Demonstration.prompt_id, cast(Demonstration.messages, Text).label("messages"),
                cast(Demonstration.claims, Text).label("claims"), Demonstration.rater_id,
@@ -261,9 +284,13 @@ def sft_rows(*, session: Session, campaign_id: int, test_fraction: float) -> Row
         .where(Prompt.campaign_id == campaign_id).order_by(Demonstration.id)
     )  # fmt: skip
     demos = _read(session, query)
-    current = ~np.isin(demos["id"].to_numpy(), demos["supersedes_id"].drop_null().to_numpy())
-    is_test = in_test_split(demos["content_hash"].filter(current).to_pylist(), test_fraction)
-    demos = {k: _take(v, np.flatnonzero(current)[np.argsort(is_test, kind="stable")]) for k, v in demos.items()}
+    ids = demos["id"].to_numpy()
+    current = ~np.isin(ids, demos["supersedes_id"].drop_null().to_numpy())
+    reviewed, dropped = _reviewed(session, ids[current], demos["rater_id"].is_valid().to_numpy(zero_copy_only=False)
+                                  [current], include_unreviewed)  # fmt: skip
+    kept = np.flatnonzero(current)[reviewed]
+    is_test = in_test_split(demos["content_hash"].take(kept).to_pylist(), test_fraction)
+    demos = {k: _take(v, kept[np.argsort(is_test, kind="stable")]) for k, v in demos.items()}
     prompts = _messages(session, campaign_id, demos["prompt_id"].to_numpy()).to_pylist()
     raters = demos["rater_id"].drop_null().to_numpy()
     table = pa.table({
@@ -278,7 +305,7 @@ def sft_rows(*, session: Session, campaign_id: int, test_fraction: float) -> Row
     provenance = zip(demos["source"].to_pylist(), demos["license"].to_pylist(), strict=True)
     versions = demos["guideline_version"].drop_null()
     return _rows(table, is_test, demonstrations=demos["id"], raters=raters, versions=versions,
-                 provenance=provenance, dropped={}, figures={})  # fmt: skip
+                 provenance=provenance, dropped=dropped, figures={})  # fmt: skip
 
 
 def reward_margins(table: pa.Table, prior_margin: float) -> np.ndarray:
@@ -367,6 +394,8 @@ def _check_arguments(kind: str, out_dir: Path, test_fraction: float, options: di
     if options["include_calibration"] not in CALIBRATION_CHOICES:
         raise ValueError(f"include_calibration must be one of {', '.join(CALIBRATION_CHOICES)}; "
                          f"got {options['include_calibration']!r}")  # fmt: skip
+    if options["include_unreviewed"] and kind != "sft":
+        raise ValueError("include_unreviewed applies to kind 'sft' only: it takes demonstrations not reviewed yet")
     if options["prior_margin"] and kind != "reward":
         raise ValueError(f"prior_margin applies to kind 'reward' only: a {kind} row has no margin")
     if not 0 <= test_fraction < 1:
@@ -385,7 +414,12 @@ def _collect(engine: Engine, campaign: str, kind: str, filters: dict) -> tuple[i
             raise ValueError(f"no campaign named {campaign!r}")
         rows = (sft_rows if kind == "sft" else preference_rows)(session=session, campaign_id=campaign_id, **filters)
     if not rows.table.num_rows:
-        raise ValueError(f"campaign {campaign!r} has no {kind} rows to export (dropped: {rows.card.get('dropped')})")
+        hint = ""
+        if rows.card.get("dropped", {}).get("unreviewed"):
+            hint = ("; demonstrations export once a lead accepts them (Lead > Demonstrations), or with "
+                    "include_unreviewed")  # fmt: skip
+        raise ValueError(f"campaign {campaign!r} has no {kind} rows to export (dropped: {rows.card.get('dropped')})"
+                         f"{hint}")  # fmt: skip
     return campaign_id, rows
 
 
@@ -394,6 +428,7 @@ def export_campaign(
     keep_both_bad: bool = False, use_prior: bool = True, min_agreement: float = 0.0,
     exclude_flagged_raters: bool = False, include_calibration: str = "none", prior_margin: float = 0.0,
     test_fraction: float = 0.1, push_to_hub: str | None = None, actor_id: int | None = None,
+    include_unreviewed: bool = False,
 ) -> ExportResult:  # fmt: skip
     """Write one campaign as a TRL-ready dataset under ``out_dir`` and record what went into it.
 
@@ -401,21 +436,31 @@ def export_campaign(
     whose agreement is below it; ``exclude_flagged_raters`` leaves out, before consensus, the judgments of the raters
     storage.quality.flags flags under the campaign's calibration threshold and window; ``include_calibration``
     leaves calibration items out ("none"), labels them by their gold answer ("gold") or by the votes ("votes");
-    ``prior_margin`` is the reward margin of a prior label (``reward_margins``).
+    ``prior_margin`` is the reward margin of a prior label (``reward_margins``); kind sft takes the demonstrations a
+    lead accepted (imported ones unless rejected), and with ``include_unreviewed`` those not reviewed yet too. An
+    export too small for its test split to leave anything in train goes to train whole, and its card says so.
     """
     out_dir = Path(out_dir)
     options = {"policy": policy, "keep_ties": keep_ties, "keep_both_bad": keep_both_bad, "use_prior": use_prior,
                "min_agreement": min_agreement, "exclude_flagged_raters": exclude_flagged_raters,
-               "include_calibration": include_calibration, "prior_margin": prior_margin}  # fmt: skip
+               "include_calibration": include_calibration, "prior_margin": prior_margin,
+               "include_unreviewed": include_unreviewed}  # fmt: skip
     _check_arguments(kind, out_dir, test_fraction, options)
-    selection = {name: value for name, value in options.items() if name != "prior_margin"}
-    filters = {"test_fraction": test_fraction} | ({} if kind == "sft" else selection)
+    selection = {name: value for name, value in options.items() if name not in ("prior_margin", "include_unreviewed")}
+    sft = {"include_unreviewed": include_unreviewed}
+    filters = {"test_fraction": test_fraction} | (sft if kind == "sft" else selection)
     campaign_id, rows = _collect(engine, campaign, kind, filters)
     filters |= rows.filters | ({"prior_margin": prior_margin} if kind == "reward" else {})
+    notes = []
+    if rows.n_train == 0:  # a hash split of a handful of prompts can send them all to test: train on them instead
+        rows.n_train = rows.table.num_rows
+        notes.append(f"All {rows.table.num_rows:,} rows are in train and the test split is empty: the prompts' hashes "
+                     f"sent every one to test at test_fraction {test_fraction}, too few to hold any out.")  # fmt: skip
+        log.warning("campaign %r: %s", campaign, notes[-1])
     splits = {"train": rows.table.slice(0, rows.n_train), "test": rows.table.slice(rows.n_train)}
     splits = {name: shape_rows(table, kind, prior_margin) for name, table in splits.items()}
     counts = {name: table.num_rows for name, table in splits.items()}
-    described = {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, **rows.card}
+    described = {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, "notes": notes, **rows.card}
     dataset = write_files(splits, out_dir, dataset_card(**described), export_facts(**described))
     if push_to_hub:  # the splits, then our card in place of the one the Hub generated
         dataset.push_to_hub(push_to_hub)
@@ -428,4 +473,4 @@ def export_campaign(
     with write_session(engine) as session, session.begin():
         record_export(session=session, record=record, campaign=campaign, push_to_hub=push_to_hub)
     log.info("exported %s %s rows of campaign %r to %s", record.row_count, kind, campaign, out_dir)
-    return ExportResult(out_dir=out_dir, kind=kind, counts=counts, export_id=record.id)
+    return ExportResult(out_dir=out_dir, kind=kind, counts=counts, export_id=record.id, notes=notes)

@@ -55,11 +55,21 @@ def close_session(*, session: Session, token_hash: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.token_hash == token_hash))
 
 
-def revoke_sessions(*, session: Session, user: User) -> None:
-    """End every session of the account: on deactivation, erasure, a role or a password change."""
+def revoke_sessions(*, session: Session, user: User, keep_token_hash: str | None = None) -> None:
+    """End every session of the account: on deactivation, erasure, a role or a password change. The one session
+    ``keep_token_hash`` names (a person changing their own password) moves to the new epoch instead."""
     user.session_epoch = (user.session_epoch or 0) + 1
     session.add(user)
-    session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+    others = delete(LoginSession).where(LoginSession.user_id == user.id)
+    if keep_token_hash is not None:
+        others = others.where(LoginSession.token_hash != keep_token_hash)
+        session.execute(
+            update(LoginSession)
+            .where(LoginSession.user_id == user.id, LoginSession.token_hash == keep_token_hash)
+            .values(epoch=user.session_epoch),
+            execution_options={"synchronize_session": False},
+        )
+    session.execute(others)
     session.flush()
 
 

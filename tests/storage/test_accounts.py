@@ -124,3 +124,32 @@ def test_a_new_password_works_and_the_old_one_no_longer_does(engine):
         assert authenticate(session=session, username="ada", password="a new horse").id == user_id
         event = session.exec(select(AuditEvent).where(AuditEvent.action == "user.password")).one()
         assert "horse" not in str(event.details)
+
+
+def test_changing_ones_own_password_needs_the_current_one_and_keeps_only_the_session_it_came_from(engine):
+    now, hour = utcnow(), timedelta(hours=1)
+    with write_session(engine) as session, session.begin():
+        user_id = create_user(session=session, user=UserCreate(username="ada", password="correct horse")).id
+        set_password(session=session, user_id=user_id, password="one-time-1", actor_id=None, must_change=True)
+        for token in ("here", "elsewhere"):
+            sessions.open_session(session=session, user_id=user_id, epoch=1, token_hash=token, now=now, lifetime=hour,
+                                  address="")  # fmt: skip
+    with Session(engine) as session:
+        assert session.get(User, user_id).must_change_password is True
+    for old, new, refusal in [("wrong horse", "a new horse", "current password is wrong"),
+                              ("one-time-1", "short", "at least 8"),
+                              ("one-time-1", "one-time-1", "must differ")]:  # fmt: skip
+        with write_session(engine) as session, session.begin(), pytest.raises(ValueError, match=refusal):
+            accounts.change_password(session=session, user_id=user_id, old=old, new=new)
+    with write_session(engine) as session, session.begin():
+        accounts.change_password(session=session, user_id=user_id, old="one-time-1", new="a new horse",
+                                 keep_token_hash="here")  # fmt: skip
+    with Session(engine) as session:
+        user = session.get(User, user_id)
+        assert (user.must_change_password, user.session_epoch) == (False, 2)
+        assert authenticate(session=session, username="ada", password="one-time-1") is None
+        assert authenticate(session=session, username="ada", password="a new horse").id == user_id
+        assert sessions.session_user(session=session, token_hash="here", now=now).id == user_id
+        assert sessions.session_user(session=session, token_hash="elsewhere", now=now) is None
+        actions = session.exec(select(AuditEvent.action).where(AuditEvent.target == "ada")).all()
+        assert "user.password_change" in actions

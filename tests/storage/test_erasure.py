@@ -17,6 +17,7 @@ from storage.models import (
     Consent,
     DeletionRequest,
     Demonstration,
+    DemonstrationReview,
     ExportRecord,
     Judgment,
     Pair,
@@ -76,8 +77,10 @@ def world(engine):
         _judgment(s, pair, erin, 1, supersedes=second)  # a chain of three versions
         _judgment(s, pair, olga, 2)
         draft = _demonstration(s, prompt, erin, "erin's draft")
-        _demonstration(s, prompt, erin, "erin's final", supersedes=draft)
+        final = _demonstration(s, prompt, erin, "erin's final", supersedes=draft)
         _demonstration(s, prompt, olga, "olga's")
+        s.add(DemonstrationReview(demonstration_id=final.id, status="rejected", note="cites no source",
+                                  reviewer_id=olga.id))  # fmt: skip
         now = utcnow()
         s.add_all([
             Assignment(campaign_id=campaign.id, rater_id=erin.id, task="judgment", pair_id=pair.id, expires_at=now,
@@ -147,7 +150,8 @@ def _check_de_identified(engine, world, report, mode):
 
 def test_remove_deletes_everything_the_person_made(engine, world):
     report = _erase(engine, world, "remove")
-    assert report.deleted == {"judgments": 3, "demonstrations": 2, "assignments": 2, "consents": 1, "memberships": 1}
+    assert report.deleted == {"judgments": 3, "demonstration reviews": 1, "demonstrations": 2, "assignments": 2,
+                              "consents": 1, "memberships": 1}  # fmt: skip
     assert report.opened_campaigns == ["closed"] and report.kept == {}
     with Session(engine) as s:
         for model, column in [(Judgment, "rater_id"), (Demonstration, "rater_id"), (Assignment, "rater_id"),

@@ -20,6 +20,7 @@ from storage.models import (
     CalibrationItem,
     Campaign,
     Demonstration,
+    DemonstrationReview,
     ExportRecord,
     Judgment,
     Pair,
@@ -286,10 +287,14 @@ def test_sft_rows_hold_current_demonstrations(engine, tmp_path):
                               rater_id=rater.id, guideline_version=1)  # fmt: skip
         s.add(draft)
         s.flush()
-        s.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "final"}], claims=claims,
-                            rater_id=rater.id, guideline_version=2, supersedes_id=draft.id))  # fmt: skip
+        final = Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "final"}],
+                              claims=claims, rater_id=rater.id, guideline_version=2,
+                              supersedes_id=draft.id)  # fmt: skip
+        s.add(final)
         s.add(Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": "imported"}],
                             source="oasst", license="Apache-2.0"))  # fmt: skip
+        s.flush()
+        s.add(DemonstrationReview(demonstration_id=final.id, status="accepted"))
         pseudonym = rater.pseudonym
     result, dataset = export(engine, tmp_path, kind="sft")
     rows = list(dataset["train"])
@@ -548,3 +553,66 @@ def test_calibration_items_leave_training_exports_or_carry_their_gold_label(engi
     assert q_rows(quality, votes)["c0"]["label_source"] == "judgments"
     with pytest.raises(ValueError, match="include_calibration must be one of none, gold, votes"):
         export(engine, tmp_path, "bad", campaign="q", include_calibration="all")
+
+
+def test_sft_exports_accepted_demonstrations_and_imported_ones_unless_rejected(engine, tmp_path):
+    """A studio demonstration exports once accepted (or, asked, while unreviewed); a rejected one never does; the
+    newest review counts; imported writing exports unless rejected. One row lands in train, with a note."""
+    with write_session(engine) as s, s.begin():
+        campaign, rater, lead = Campaign(name="c1"), User(username="writer", password_hash="-"), User(
+            username="lead", password_hash="-")  # fmt: skip
+        s.add_all([campaign, rater, lead])
+        s.flush()
+        demos = {}
+        for text in ("accepted", "rejected", "unreviewed", "flipped", "imported", "imported-rejected"):
+            prompt = add_prompt(s, campaign, f"question {text}")
+            writer = {"source": "oasst"} if text.startswith("imported") else {"rater_id": rater.id}
+            demos[text] = Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": text}],
+                                        **writer)  # fmt: skip
+            s.add(demos[text])
+        s.flush()
+        for text, status in [("accepted", "accepted"), ("rejected", "rejected"), ("flipped", "accepted"),
+                             ("flipped", "rejected"), ("imported-rejected", "rejected")]:  # fmt: skip
+            s.add(DemonstrationReview(demonstration_id=demos[text].id, status=status, note="n", reviewer_id=lead.id))
+            s.flush()
+
+    runs = iter(range(10))
+
+    def exported(**options) -> list[str]:
+        result = export_campaign(
+            engine=engine, campaign="c1", kind="sft", out_dir=tmp_path / str(next(runs)), **options
+        )
+        splits = load_from_disk(str(result.out_dir / "dataset"))
+        return sorted(row["messages"][-1]["content"] for split in splits.values() for row in split), result
+
+    texts, result = exported(test_fraction=0.0)
+    assert texts == ["accepted", "imported"]
+    card = (result.out_dir / "README.md").read_text()
+    assert (
+        "demonstrations a lead rejected: 3" in card
+        and "no lead has reviewed yet (include_unreviewed false): 1" in card
+    )
+    assert exported(include_unreviewed=True, test_fraction=0.0)[0] == ["accepted", "imported", "unreviewed"]
+    with pytest.raises(ValueError, match="include_unreviewed applies to kind 'sft' only"):
+        export_campaign(
+            engine=engine, campaign="c1", kind="preference", out_dir=tmp_path / "p", include_unreviewed=True
+        )
+
+    # Every prompt hashed into test (fraction 0.99): train would be empty, so all go to train, and the card says so.
+    texts, result = exported(test_fraction=0.99)
+    assert result.counts == {"train": 2, "test": 0} and result.notes and "test split is empty" in result.summary()
+    assert "**Note:** All 2 rows are in train" in (result.out_dir / "README.md").read_text()
+
+
+def test_the_cards_label_counts_add_up_to_the_rows(engine, tmp_path, seeded):
+    """A judged pair a lead decided counts once, as decided, not also as labelled by judgments."""
+    with write_session(engine) as s, s.begin():
+        pair = s.get(Pair, seeded["pairs"]["a wins"])
+        s.add(Adjudication(pair_id=pair.id, preference=2, note="sure"))
+    result, _ = export(engine, tmp_path, kind="preference")
+    facts = json.loads((result.out_dir / "export.json").read_text())
+    by_source = [value for name, value in facts["figures"].items() if name.startswith("rows labelled by")]
+    assert (
+        sum(by_source) == sum(result.counts.values())
+        and facts["figures"]["rows labelled by a lead's adjudication"] == 1
+    )
