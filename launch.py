@@ -54,9 +54,25 @@ def cmd_import(args) -> None:
             drop_identical=args.drop_identical,
             source=args.source,
             license=args.license,
+            model=args.model,
         )
     except ImportFailed as error:
         sys.exit(f"import failed, nothing was written: {error}")
+    print(report.summary())
+
+
+def cmd_pair(args) -> None:
+    from storage.campaigns import campaign_id_for
+    from storage.db import write_session
+    from storage.pairing import form_pairs
+
+    try:
+        with write_session(_engine(args)) as session, session.begin():
+            campaign_id = campaign_id_for(session=session, name=args.campaign)
+            options = {"reference": args.reference, "k": args.k, "seed": args.seed, "evaluation": args.evaluation}
+            report = form_pairs(session=session, campaign_id=campaign_id, strategy=args.strategy, **options)
+    except ValueError as error:
+        sys.exit(f"pair failed, nothing was written: {error}")
     print(report.summary())
 
 
@@ -199,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file", help="a file (JSONL, CSV, Parquet, HH-RLHF, OASST trees), a dataset folder or name")
     imp.add_argument("--campaign", required=True, help="campaign name (created if missing)")
-    imp.add_argument("--format", help="prompts | pairs | hh-rlhf | oasst | trl | sharegpt (default: detected)")
+    imp.add_argument(
+        "--format", help="prompts | pairs | responses | kto | hh-rlhf | oasst | trl | sharegpt (default: detected)"
+    )
     imp.add_argument(
         "--known-as",
         default="prior",
@@ -209,7 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--drop-identical", action="store_true", help="skip pairs whose two responses are identical")
     imp.add_argument("--source", help="provenance recorded on every row (default: the file name)")
     imp.add_argument("--license", help="license recorded on every row")
+    imp.add_argument("--model", help="who wrote a response set's responses, when the file does not say")
     imp.set_defaults(func=cmd_import)
+
+    pair = commands.add_parser("pair", help="form pairs from a campaign's stored responses (storage.pairing)")
+    pair.add_argument("--campaign", required=True)
+    pair.add_argument(
+        "--strategy", required=True, choices=["all-models", "vs-reference", "random-k"],
+        help="every pairing of models per prompt, every model against --reference, or --k pairs per prompt",
+    )  # fmt: skip
+    pair.add_argument("--reference", metavar="MODEL", help="the model every other meets (vs-reference)")
+    pair.add_argument("--k", type=int, help="pairs per prompt (random-k)")
+    pair.add_argument("--seed", type=int, default=0, help="draws the sides and random-k's ties")
+    pair.add_argument("--evaluation", action="store_true", help="make it a blind evaluation (kind evaluation)")
+    pair.set_defaults(func=cmd_pair)
 
     exp = commands.add_parser("export", help="export a campaign as a TRL-ready dataset")
     exp.add_argument("--campaign", required=True)

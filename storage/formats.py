@@ -1,7 +1,8 @@
 """Parsers: a file or a dataset -> plain prompt, pair and demonstration records; no database here.
 
 One module per format family: the chat formats (prompts, pairs, TRL, ShareGPT) here, HH-RLHF transcripts in
-``formats_hh``, OpenAssistant trees in ``formats_oasst``; reading files in ``formats_files``; the records, the limits
+``formats_hh``, OpenAssistant trees in ``formats_oasst``, response sets and unpaired KTO rows in
+``formats_responses``; reading files in ``formats_files``; the records, the limits
 and the field checks they share in ``formats_records``. A problem raises ImportFailed naming the file, the record
 (the line of a JSONL file, the 1-based row of a CSV, Parquet file or dataset) and the field. docs/import.md
 describes every format and field."""
@@ -28,6 +29,7 @@ from storage.formats_records import (
     PairRecord,
     PromptRecord,
     Record,
+    ResponseRecord,
     canonical_json,
     kind,
     messages,
@@ -39,6 +41,8 @@ from storage.formats_records import (
     reply,
     text,
 )
+from storage.formats_responses import KTO_FIELDS, RESPONSE_FIELDS, parse_kto_record, parse_response_record
+from storage.formats_responses import detect as detect_responses
 
 __all__ = [
     "HH_SPEAKERS",
@@ -52,6 +56,7 @@ __all__ = [
     "Parsed",
     "PromptRecord",
     "Records",
+    "ResponseRecord",
     "canonical_json",
     "detect_format",
     "pair_hash",
@@ -101,6 +106,8 @@ PARSERS = {
     "oasst": parse_oasst_record,
     "trl": _parse_trl,
     "sharegpt": _parse_sharegpt,
+    "responses": parse_response_record,
+    "kto": parse_kto_record,
 }
 
 FIELDS: dict[str, tuple[str, ...] | None] = {
@@ -110,6 +117,8 @@ FIELDS: dict[str, tuple[str, ...] | None] = {
     "oasst": None,  # message trees carry many fields of their own (lang, review counts, labels...)
     "trl": (*_PROMPT_FIELDS, "chosen", "rejected"),
     "sharegpt": ("conversations", "chosen", "rejected", *OPTIONAL_LENGTHS),
+    "responses": RESPONSE_FIELDS,
+    "kto": KTO_FIELDS,
 }
 """The top-level fields each format reads. A CSV column outside them fails the import; in other files such fields
 are listed in the report (``ignored_fields``) so a misspelt optional field never passes unnoticed."""
@@ -126,6 +135,8 @@ def detect_format(record: Any) -> str | None:
         return "sharegpt" if "conversations" in keys else "trl" if "prompt" in keys else "hh-rlhf"
     if keys & {"response_a", "response_b"}:
         return "pairs"
+    if found := detect_responses(keys):
+        return found
     return "prompts" if keys & {"prompt", "messages"} else None
 
 
@@ -133,9 +144,10 @@ class Records:
     """The records of one file or dataset, read afresh on every pass (iteration), so memory holds one record at a
     time, not the file. After a pass its counts describe that pass; the first problem raises ImportFailed."""
 
-    def __init__(self, path: str | Path, fmt: str | None = None, *, drop_identical=False, limits=None) -> None:
+    def __init__(self, path: str | Path, fmt: str | None = None, *, drop_identical=False, limits=None,
+                 model: str | None = None) -> None:  # fmt: skip
         self.limits = limits or ImportArguments()
-        self.drop_identical = drop_identical
+        self.drop_identical, self.model = drop_identical, model
         largest = max(self.limits.max_prompt_chars, self.limits.max_response_chars)
         self.source = open_source(path, max_field_chars=2 * largest)
         if fmt is not None and fmt not in PARSERS:
@@ -151,6 +163,7 @@ class Records:
             problem = f"cannot tell the format from the fields {keys}; pass --format (one of {', '.join(PARSERS)})"
             raise ImportFailed(path, problem, line=first[0])
         self._check_columns()
+        self._check_model()
         self.name, self.rows, self.identical_dropped, self.empty_responses = self.source.name, 0, 0, 0
         self.first_empty_line: int | None = None
         self.ignored_fields: set[str] = set()
@@ -170,8 +183,19 @@ class Records:
                 field=(twice or unknown)[0],
             )
 
+    def _check_model(self) -> None:
+        if self.model is None:
+            return
+        if self.format not in ("responses", "kto"):
+            problem = f"--model names the producer of a response set (formats responses, kto), not of {self.format}"
+            raise ImportFailed(
+                self.source.path, problem + " rows; pairs name theirs in model_a and model_b", field="model"
+            )
+        if not self.model.strip() or len(self.model) > 128:
+            raise ImportFailed(self.source.path, "--model must be a name of 1 to 128 characters", field="model")
+
     def __iter__(self) -> Iterator[Record]:
-        ctx = Context(self.source.path, self.drop_identical, self.limits)
+        ctx = Context(self.source.path, self.drop_identical, self.limits, model=self.model)
         parse, known, ignored = PARSERS[self.format], FIELDS[self.format], set()
         self.rows = 0
         for ctx.line, row in self.source.rows():
@@ -198,16 +222,18 @@ class Parsed:
     prompts: list[PromptRecord] = field(default_factory=list)
     pairs: list[PairRecord] = field(default_factory=list)
     demonstrations: list[DemonstrationRecord] = field(default_factory=list)
+    responses: list[ResponseRecord] = field(default_factory=list)
     identical_dropped: int = 0
     empty_responses: int = 0
 
 
-def parse_file(path: str | Path, fmt: str | None = None, *, drop_identical=False, limits=None) -> Parsed:
+def parse_file(path: str | Path, fmt: str | None = None, *, drop_identical=False, limits=None, model=None) -> Parsed:
     """Read and check every record of ``path`` into memory (import_file streams instead); the first problem raises
     ImportFailed."""
-    records = Records(path, fmt, drop_identical=drop_identical, limits=limits)
+    records = Records(path, fmt, drop_identical=drop_identical, limits=limits, model=model)
     parsed = Parsed(records.format, records.name)
-    kept = {PromptRecord: parsed.prompts, PairRecord: parsed.pairs, DemonstrationRecord: parsed.demonstrations}
+    kept = {PromptRecord: parsed.prompts, PairRecord: parsed.pairs, DemonstrationRecord: parsed.demonstrations,
+            ResponseRecord: parsed.responses}  # fmt: skip
     for record in records:
         kept[type(record)].append(record)
     parsed.identical_dropped, parsed.empty_responses = records.identical_dropped, records.empty_responses

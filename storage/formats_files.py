@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -71,12 +72,24 @@ def open_source(path: str | Path, *, max_field_chars: int = 0) -> Source:
     return source
 
 
+def _utf8_lines(f: Any, path: Path) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes: UTF-16 text (it starts with its byte-order mark, as Excel's "Unicode text"
+    does) is transcoded; UTF-32 is refused by name."""
+    head = f.peek(4)[:4] if hasattr(f, "peek") else b""
+    if head in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
+        raise ImportFailed(path, "is UTF-32 text (it starts with a UTF-32 byte-order mark); save it as UTF-8", line=1)
+    if not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return iter(f)
+    text = io.TextIOWrapper(f, encoding="utf-16", newline="\n")  # the BOM tells the byte order and is dropped
+    return (line.encode("utf-8", "surrogatepass") for line in text)
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Numbered lines, split at ``\\n`` only (JSON strings may hold U+2028), of a plain or gzipped file."""
     number = 0
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-            lines = iter(f)
+            lines = _utf8_lines(f, path)
             while True:
                 try:
                     raw = next(lines)
@@ -84,6 +97,10 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                     return
                 number += 1
                 yield number, raw[3:] if number == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+    except UnicodeDecodeError as exc:  # UTF-16 text that breaks off or holds a lone half of a surrogate pair
+        raise ImportFailed(
+            path, f"is not valid UTF-16 text after line {number} ({exc.reason})", line=number + 1
+        ) from exc
     except (OSError, EOFError, zlib.error) as exc:
         problem = "ends before its compressed data does; is the file truncated?" if isinstance(exc, EOFError) else exc
         raise ImportFailed(path, f"cannot be read after line {number}: {problem}", line=number + 1) from exc
@@ -93,7 +110,10 @@ def _decode(path: Path, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        problem = f"is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+        problem = (
+            f"is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); a file saved "
+            "as Windows-1252 or Latin-1 reads like this: save it as UTF-8"
+        )
         raise ImportFailed(path, problem, line=number) from exc
 
 
@@ -183,7 +203,9 @@ def _csv_rows(path: Path) -> Rows:
             extra = [c[:30] for c in cells[len(header) :]][:5]
             problem = f"has {len(cells)} cells, more than the header's {len(header)} columns; the extra: {extra}"
             raise ImportFailed(path, problem, line=start)
-        yield start, dict(zip(header, cells, strict=False))
+        # A spreadsheet ends the lines inside a multi-line cell with CRLF: the same text as JSON would have LF, and
+        # duplicate and identical-response checks compare texts exactly.
+        yield start, dict(zip(header, (cell.replace("\r\n", "\n") for cell in cells), strict=False))
 
 
 def _parquet_rows(path: Path) -> Rows:

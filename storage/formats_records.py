@@ -78,9 +78,16 @@ def prompt_hash(messages: Messages) -> str:
     return hashlib.sha256(canonical_json(messages).encode()).hexdigest()
 
 
-def pair_hash(prompt_content_hash: str, text_a: str, text_b: str) -> str:
-    """``Pair.content_hash``: the same for (a, b) and (b, a), so a swapped duplicate is still a duplicate."""
-    return hashlib.sha256(canonical_json([prompt_content_hash, *sorted([text_a, text_b])]).encode()).hexdigest()
+def pair_hash(
+    prompt_content_hash: str, text_a: str, text_b: str, model_a: str | None = None, model_b: str | None = None
+) -> str:
+    """``Pair.content_hash``: the same for (a, b) and (b, a), so a swapped duplicate is still a duplicate. A pair whose
+    responses name their models counts as the same only when the producers match too (identical texts from two
+    models are two comparisons); without models the hash is what it always was."""
+    if model_a is None and model_b is None:
+        return hashlib.sha256(canonical_json([prompt_content_hash, *sorted([text_a, text_b])]).encode()).hexdigest()
+    sides = sorted([[text_a, model_a or "unknown"], [text_b, model_b or "unknown"]])
+    return hashlib.sha256(canonical_json([prompt_content_hash, *sides]).encode()).hexdigest()
 
 
 @dataclass
@@ -107,7 +114,7 @@ class PairRecord:
 
     @cached_property
     def content_hash(self) -> str:
-        return pair_hash(self.prompt.content_hash, self.response_a, self.response_b)
+        return pair_hash(self.prompt.content_hash, self.response_a, self.response_b, self.model_a, self.model_b)
 
 
 @dataclass
@@ -116,7 +123,21 @@ class DemonstrationRecord:
     text: str
 
 
-Record = PromptRecord | PairRecord | DemonstrationRecord
+@dataclass
+class ResponseRecord:
+    """One model's response to a prompt, given by its text (``prompt``) or by its id in the campaign (``prompt_id``,
+    resolved when the import writes); ``label`` is a known desirable/undesirable verdict (KTO)."""
+
+    prompt: PromptRecord | None
+    text: str
+    model: str
+    line: int
+    prompt_id: int | None = None
+    generation_params: dict[str, Any] = field(default_factory=dict)
+    label: bool | None = None
+
+
+Record = PromptRecord | PairRecord | DemonstrationRecord | ResponseRecord
 
 
 @dataclass
@@ -127,8 +148,9 @@ class Context:
     drop_identical: bool
     limits: ImportArguments
     line: int = 0
+    model: str | None = None  # the producer of a response set's responses when its records do not say (--model)
     dropped: int = 0  # pairs with two identical responses, skipped
-    empty: int = 0  # pairs or demonstrations with an empty (or whitespace-only) response, kept
+    empty: int = 0  # pairs, demonstrations or responses with an empty (or whitespace-only) response, kept
     first_empty_line: int | None = None
     message_ids: dict[str, int] = field(default_factory=dict)  # OASST message id -> the line it was first seen on
 

@@ -28,8 +28,10 @@ from storage.formats_records import (
     PairRecord,
     PromptRecord,
     Record,
+    ResponseRecord,
     clean,
 )
+from storage.import_responses import resolve_prompt_ids, response_digest, response_rows, target_responses
 from storage.models import (
     CalibrationItem,
     CalibrationKind,
@@ -63,8 +65,12 @@ class ImportReport:
     calibration_items: int = 0
     duplicates: int = 0  # records already in the campaign (or earlier in the same file), skipped
     identical_dropped: int = 0  # pairs whose two responses were the same, skipped with drop_identical
-    empty_responses: int = 0  # pairs or demonstrations with an empty or whitespace-only response, kept
+    empty_responses: int = 0  # pairs, demonstrations or responses with an empty or whitespace-only response, kept
     first_empty_line: int | None = None
+    models: dict[str, int] = field(default_factory=dict)  # responses written per producer (model), pairs' included
+    labels: dict[str, int] = field(
+        default_factory=dict
+    )  # unpaired responses written per known label ("true", "false")
     ignored_fields: list[str] = field(default_factory=list)  # fields of the file that its format does not read
 
     def summary(self) -> str:
@@ -75,11 +81,14 @@ class ImportReport:
             f"{self.calibration_items} calibration items created; {self.duplicates} duplicates skipped, "
             f"{self.identical_dropped} pairs with identical responses dropped."
         )
+        if self.models:
+            text += " Responses by model: " + ", ".join(f"{m} {n}" for m, n in sorted(self.models.items())) + "."
+        if self.labels:
+            text += " Labelled responses (KTO): " + ", ".join(f"{k} {n}" for k, n in sorted(self.labels.items())) + "."
         if self.empty_responses:
-            text += (
-                f" Warning: {self.empty_responses} pairs or demonstrations have an empty response (kept; the first "
-                f"on line {self.first_empty_line})."
-            )
+            sets = self.format in ("responses", "kto")
+            what = "responses are empty" if sets else "pairs or demonstrations have an empty response"
+            text += f" Warning: {self.empty_responses} {what} (kept; the first on line {self.first_empty_line})."
         if self.ignored_fields:
             text += f" Warning: fields not read by the {self.format} format: {', '.join(self.ignored_fields)}."
         return text
@@ -97,14 +106,16 @@ def import_file(
     license: str | None = None,
     actor_id: int | None = None,
     limits: ImportArguments | None = None,
+    model: str | None = None,
 ) -> ImportReport:
     """Check all of ``path`` (a file, dataset folder or dataset name), then write it into ``campaign`` (created if
-    missing) without holding the database for more than one chunk at a time. ``limits``: from the environment."""
+    missing) without holding the database for more than one chunk at a time. ``limits``: from the environment;
+    ``model``: who wrote a response set's responses when its records do not say."""
     if known_as not in KNOWN_AS:
         raise ValueError(f"known_as must be one of {KNOWN_AS}, got {known_as!r}")
     limits = limits or ImportArguments.from_env()
     _check_options(path, campaign, source=source, license=license)
-    records = Records(path, fmt, drop_identical=drop_identical, limits=limits)
+    records = Records(path, fmt, drop_identical=drop_identical, limits=limits, model=model)
     kinds = {type(record) for record in records}  # the first pass: every record checked, none kept
     report = ImportReport(
         storable_name(str(path)), campaign, records.format, records.rows, identical_dropped=records.identical_dropped,
@@ -119,7 +130,8 @@ def import_file(
         with staging.transaction(writer) as session:
             job = staging.open_job(session=session, target=campaign, kind=_kind(kinds), actor_id=actor_id)
             target = session.scalars(select(Campaign.id).where(Campaign.name == campaign)).first()
-        provenance = {"source": source, "license": license, "name": records.name, "created_at": utcnow()}
+        provenance = {"source": source, "license": license, "name": records.name, "created_at": utcnow(),
+                  "path": str(path)}  # fmt: skip
         _stage(
             writer, records, job.id, _Writer(job.campaign_id, target, report, known_as=known_as, provenance=provenance)
         )
@@ -136,8 +148,9 @@ def import_file(
 
 
 def _kind(kinds: set[type]) -> CampaignKind:
-    """What a campaign holding these records is for; bare prompts are there for people to answer."""
-    if PairRecord not in kinds:
+    """What a campaign holding these records is for; bare prompts are there for people to answer, responses to be
+    paired and compared."""
+    if PairRecord not in kinds and ResponseRecord not in kinds:
         return CampaignKind.demonstration
     return CampaignKind.both if DemonstrationRecord in kinds else CampaignKind.preference
 
@@ -237,13 +250,17 @@ class _Writer:
                 "created_at": p["created_at"]}  # fmt: skip
 
     def write(self, session: Session, chunk: list[Record]) -> None:
+        resolve_prompt_ids(session, [r for r in chunk if isinstance(r, ResponseRecord)], target=self.target,
+                           path=self.provenance["path"], campaign=self.report.campaign)  # fmt: skip
         prompts = {r.content_hash if isinstance(r, PromptRecord) else r.prompt.content_hash for r in chunk}
         in_target = _existing(session, Prompt.content_hash, Prompt.campaign_id, self.target, prompts)
         pairs = {r.content_hash for r in chunk if isinstance(r, PairRecord)}
         pairs_in_target = _existing(session, Pair.content_hash, Pair.campaign_id, self.target, pairs)
         demonstrations_in_target = self._target_demonstrations(session, in_target)
+        if any(isinstance(r, ResponseRecord) for r in chunk):
+            demonstrations_in_target |= target_responses(session, self.target, in_target)
         needed: dict[bytes, PromptRecord] = {}
-        kept_pairs, kept_demonstrations = [], []
+        kept_pairs, kept_demonstrations, kept_responses = [], [], []
         for record in chunk:
             if isinstance(record, PromptRecord):
                 key, there = _digest("prompt", record.content_hash), record.content_hash in in_target
@@ -254,6 +271,9 @@ class _Writer:
             if isinstance(record, PairRecord):
                 key, kept = _digest("pair", record.content_hash), kept_pairs
                 there = record.content_hash in pairs_in_target
+            elif isinstance(record, ResponseRecord):
+                key, kept = response_digest(record.prompt.content_hash, record.model, record.text), kept_responses
+                there = key in demonstrations_in_target
             else:
                 key = _digest("demonstration", record.prompt.content_hash, record.text)
                 there, kept = key in demonstrations_in_target, kept_demonstrations
@@ -263,6 +283,7 @@ class _Writer:
         self._write_prompts(session, needed, in_target)
         self._write_pairs(session, kept_pairs)
         self._write_demonstrations(session, kept_demonstrations)
+        self._write_responses(session, kept_responses)
 
     def _count_duplicate(self, key: bytes, in_target: bool) -> bool:
         duplicate = in_target or key in self.seen
@@ -315,8 +336,21 @@ class _Writer:
         items = [_calibration_item(pair_id, row) for pair_id, row in labelled] if self.calibrate else []
         _insert(session, CalibrationItem, items)
         self.report.responses += len(responses)
+        for response in responses.values():
+            self.report.models[response["author"]] = self.report.models.get(response["author"], 0) + 1
         self.report.pairs += len(rows)
         self.report.calibration_items += len(items)
+
+    def _write_responses(self, session: Session, records: list[ResponseRecord]) -> None:
+        ids = [self.prompt_ids[_digest(r.prompt.content_hash)] for r in records]
+        rows = response_rows(records, ids, [self._row(r.prompt) for r in records], keep_label=self.keep_label)
+        _insert(session, Response, rows)
+        self.report.responses += len(rows)
+        for row in rows:
+            self.report.models[row["author"]] = self.report.models.get(row["author"], 0) + 1
+            if row["prior_label"] is not None:
+                name = str(row["prior_label"]).lower()
+                self.report.labels[name] = self.report.labels.get(name, 0) + 1
 
     def _write_demonstrations(self, session: Session, records: list[DemonstrationRecord]) -> None:
         rows = [

@@ -46,6 +46,7 @@ class CampaignKind(StrEnum):
     preference = "preference"
     demonstration = "demonstration"
     both = "both"
+    evaluation = "evaluation"  # blind comparisons of models' responses: judged like preference pairs, then rated
 
 
 class CalibrationMode(StrEnum):
@@ -206,6 +207,7 @@ class Response(Provenance, table=True):
     text: str = Field(sa_type=Text)
     author: str = Field(default="unknown", max_length=128)  # model name, or a human's pseudonym
     generation_params: dict[str, Any] = _json(default_factory=dict)
+    prior_label: bool | None = None  # desirable (True) or not, known at import time: an unpaired KTO example
 
 
 class Pair(Provenance, table=True):

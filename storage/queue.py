@@ -231,7 +231,7 @@ def next_prompt_assignment(
     *, session: Session, user: User, campaign: Campaign, now: datetime, lease: timedelta
 ) -> Assignment | None:
     """The prompt the rater should write for now: the one they hold, else a new lease, else None."""
-    if not user.active or campaign.kind == CampaignKind.preference:
+    if not user.active or campaign.kind in (CampaignKind.preference, CampaignKind.evaluation):
         return None
     held = resume_assignment(
         session=session, rater_id=user.id, campaign=campaign, task=TaskKind.demonstration, now=now, lease=lease

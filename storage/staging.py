@@ -183,7 +183,10 @@ def publish(*, engine: Engine, job_id: int, report: dict[str, Any], sets_kind: b
                     session.add(AuditEvent(actor_id=job.actor_id, action="import", target=job.target, details=report))
                     return report
                 staged = session.scalar(select(func.count()).where(_PROMPT.c.campaign_id == job.campaign_id))
-                if sets_kind and target.kind != session.get(Campaign, job.campaign_id).kind:
+                staged_kind = session.get(Campaign, job.campaign_id).kind
+                # Pairs imported into an evaluation are more comparisons to judge: it stays an evaluation.
+                evaluation = target.kind == CampaignKind.evaluation and staged_kind == CampaignKind.preference
+                if sets_kind and target.kind != staged_kind and not evaluation:
                     target.kind = CampaignKind.both
                 job.state, job.report = "moving", {**report, "_copies": staged - report["prompts"]}
             break
