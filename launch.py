@@ -1,4 +1,4 @@
-"""Concord's command line: `python launch.py [studio|import|export|quality|user|erase|train|eval]` (default: studio).
+"""Concord's command line: `launch.py [studio|import|judge|export|quality|user|erase|train|eval]` (default: studio).
 
 Each command imports what it needs only when it runs, so starting the studio never loads torch.
 """
@@ -76,6 +76,75 @@ def cmd_pair(args) -> None:
     print(report.summary())
 
 
+def _show_pair(task, username: str) -> None:
+    turns = "\n".join(f"[{turn['role']}] {turn['content']}" for turn in task.messages)
+    print(f"\nItem {task.assignment_id}, held by {username}. Prompt:\n{turns}\n")
+    print(f"--- left ---\n{task.left_text}\n\n--- right ---\n{task.right_text}\n")
+    print(
+        f"Answer with --item {task.assignment_id} --choice 1-5 (1 left much better, 3 tie, 5 right much better) "
+        f"[--both-bad] --scores {','.join(task.rubric)} (each 1-5) --confidence 1-5 --reasoning TEXT "
+        f"(at least {task.min_reasoning_chars} characters)."
+    )
+
+
+def _seconds_since_shown(engine, assignment_id: int) -> float:
+    from datetime import UTC
+
+    from sqlmodel import Session
+
+    from storage.models import Assignment, utcnow
+
+    with Session(engine) as session:
+        shown = session.get(Assignment, assignment_id).leased_at
+    return max(0.0, (utcnow() - (shown if shown.tzinfo else shown.replace(tzinfo=UTC))).total_seconds())
+
+
+def cmd_judge(args) -> None:
+    from studio.access import PermissionDenied
+    from studio.service import ConsentRequired, StudioService
+    from studio.validation import JudgmentAnswer
+
+    if args.choice is not None and args.item is None:
+        sys.exit("judge failed: --choice answers an item: give --item N, the item shown")
+    service = StudioService(_engine(args))
+    try:
+        rater = service.user_id(args.username)
+    except PermissionDenied:
+        sys.exit(f"judge failed: no active user is called {args.username!r} (create one: launch.py user NAME)")
+    try:
+        campaign = dict(service.campaigns_for(user_id=rater)).get(args.campaign)
+        if campaign is None:
+            raise PermissionDenied(f"{args.username!r} cannot judge in a campaign called {args.campaign!r}.")
+        if args.accept_consent:
+            service.accept_consent(rater, campaign, args.accept_consent)
+        if args.choice is not None:
+            task = service.next_pair(rater, campaign)
+            if task is None or task.assignment_id != args.item:
+                held = f"item {task.assignment_id}" if task else "no item"
+                raise PermissionDenied(f"Item {args.item} is not the one {args.username} holds ({held}).")
+            scores = [int(score) for score in args.scores.split(",")] if args.scores else []
+            answer = JudgmentAnswer(
+                choice=args.choice - 3, both_bad=args.both_bad, criteria=dict(zip(task.rubric, scores, strict=False)),
+                reasoning=args.reasoning or "", confidence=args.confidence,
+                time_on_task_s=_seconds_since_shown(service.engine, args.item),
+            )  # fmt: skip
+            result = service.submit_judgment(rater, args.item, answer)
+            judged = service.progress(rater, campaign).judged_total
+            print(f"recorded judgment {result.judgment_id} of item {args.item} ({judged} judged by {args.username})")
+            if result.feedback is not None:
+                verdict = "accepted" if result.feedback.answer_accepted else "not accepted"
+                print(f"calibration item: your answer is {verdict}. {result.feedback.explanation}")
+        task = service.next_pair(rater, campaign)
+    except ConsentRequired as consent:
+        sys.exit(f"{consent}\n\n{consent.text}\n\nTo accept it, run again with --accept-consent {consent.version}.")
+    except (PermissionDenied, ValueError) as error:  # ValidationFailed is a ValueError
+        sys.exit(f"judge failed: {error}")
+    if task is None:
+        print(f"{args.username} has nothing left to judge in {args.campaign!r}.")
+    else:
+        _show_pair(task, args.username)
+
+
 def cmd_export(args) -> None:
     from storage.export import export_campaign
 
@@ -97,7 +166,7 @@ def cmd_export(args) -> None:
             test_fraction=args.test_fraction,
             push_to_hub=args.push_to_hub,
         )
-    except ValueError as error:
+    except (ValueError, FileExistsError) as error:  # an export never writes into a folder that holds files
         sys.exit(f"export failed: {error}")
     print(result.summary())
 
@@ -128,10 +197,13 @@ def cmd_user(args) -> None:
     engine = _engine(args)
     password = new_password()
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    with write_session(engine) as session, session.begin():
-        user = UserCreate(username=args.username, password=password, role=args.role, domains=domains)
-        created = create_user(session=session, user=user)
-        created.hf_username = args.hf_username  # lets them sign in with Hugging Face on a Space
+    try:
+        with write_session(engine) as session, session.begin():
+            user = UserCreate(username=args.username, password=password, role=args.role, domains=domains)
+            created = create_user(session=session, user=user)
+            created.hf_username = args.hf_username  # lets them sign in with Hugging Face on a Space
+    except ValueError as error:  # a taken name; pydantic's ValidationError is a ValueError too
+        sys.exit(f"user failed: {error}")
     print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
 
 
@@ -241,6 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--seed", type=int, default=0, help="draws the sides and random-k's ties")
     pair.add_argument("--evaluation", action="store_true", help="make it a blind evaluation (kind evaluation)")
     pair.set_defaults(func=cmd_pair)
+
+    judge = commands.add_parser(
+        "judge", help="judge a campaign's pairs from the terminal: shows the pair you hold, or records your answer",
+        description="Without --choice: show the pair USERNAME holds (the same one until it is answered). With "
+        "--choice: record the answer to that item, then show the next. Checked like the studio's Compare tab.",
+    )  # fmt: skip
+    judge.add_argument("username")
+    judge.add_argument("--campaign", required=True)
+    judge.add_argument("--item", type=int, help="the item shown, which the answer is for")
+    judge.add_argument(
+        "--choice", type=int, choices=range(1, 6), metavar="1-5",
+        help="1 left much better, 2 left better, 3 tie, 4 right better, 5 right much better (the studio's keys)",
+    )  # fmt: skip
+    judge.add_argument("--both-bad", action="store_true", help="neither response would be acceptable to send")
+    judge.add_argument("--scores", help="the campaign's rubric scores, 1-5 each, in the order shown: 4,5,5")
+    judge.add_argument("--confidence", type=int, default=3, choices=range(1, 6), metavar="1-5")
+    judge.add_argument("--reasoning", help="why, so that another rater could check it")
+    judge.add_argument("--accept-consent", type=int, metavar="VERSION", help="accept this version of the consent text")
+    judge.set_defaults(func=cmd_judge)
 
     exp = commands.add_parser("export", help="export a campaign as a TRL-ready dataset")
     exp.add_argument("--campaign", required=True)

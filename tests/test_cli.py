@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from storage.accounts import create_user
 from storage.db import make_engine, write_session
-from storage.models import Assignment, CalibrationItem, Campaign, ExportRecord, Pair, User, UserCreate
+from storage.models import Assignment, CalibrationItem, Campaign, ExportRecord, Judgment, Pair, User, UserCreate
 from studio.service import StudioService
 from studio.validation import JudgmentAnswer
 
@@ -89,3 +89,37 @@ def test_import_judge_report_and_filtered_export(shared_data, tmp_path):
         random_clicker = session.exec(select(User).where(User.username == "rater5")).one()
     assert [rater["rater_id"] for rater in record.filters["excluded_raters"]] == [random_clicker.id]
     assert random_clicker.pseudonym in card and "rater5" not in card
+
+
+@pytest.mark.slow
+def test_judging_from_the_terminal_and_second_runs_say_why_in_one_line(tmp_path):
+    """`judge` shows the held pair and records an answer through the studio's checks; a taken username, an existing
+    export folder, a wrong item and an unknown user are each refused in one line, without a traceback."""
+    url = f"sqlite:///{tmp_path / 'concord.db'}"
+    demo = ROOT / "storage" / "demo" / "calibration.jsonl"
+    assert concord("import", str(demo), "--campaign", "cal", url=url).returncode == 0
+    assert concord("user", "alice", url=url).returncode == 0
+    shown = concord("judge", "alice", "--campaign", "cal", url=url)
+    assert shown.returncode == 0 and "Item 1, held by alice" in shown.stdout and "--- right ---" in shown.stdout
+    answer = ["--choice", "2", "--scores", "4,5,5", "--reasoning", "The left reply is the accurate one."]
+    judged = concord("judge", "alice", "--campaign", "cal", "--item", "1", *answer, url=url)
+    assert judged.returncode == 0, judged.stderr
+    assert "recorded judgment 1 of item 1 (1 judged by alice)" in judged.stdout and "Item 2, held" in judged.stdout
+    with Session(make_engine(url)) as session:
+        judgment = session.exec(select(Judgment)).one()
+        left = session.get(Assignment, 1).left
+    assert judgment.preference == (-1 if left == "a" else 1) and judgment.criteria["honesty"] == 5
+
+    out = tmp_path / "export"
+    refusals = {
+        ("user", "alice"): "user failed: username 'alice' is taken",
+        ("judge", "alice", "--campaign", "cal", "--item", "1", *answer): "Item 1 is not the one alice holds (item 2)",
+        ("judge", "alice", "--campaign", "cal", "--item", "2", *answer[:4], "--reasoning", "short"): "at least 20",
+        ("judge", "bob", "--campaign", "cal"): "no active user is called 'bob'",
+        ("export", "--campaign", "cal", "--kind", "preference", "--out", str(out)): "already exists",
+    }
+    assert concord("export", "--campaign", "cal", "--kind", "preference", "--out", str(out), url=url).returncode == 0
+    for args, message in refusals.items():
+        again = concord(*args, url=url)
+        last = again.stderr.strip().splitlines()[-1]
+        assert again.returncode == 1 and message in last and "Traceback" not in again.stderr, (args, again.stderr)
