@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -60,9 +61,22 @@ CALIBRATION = {
 }
 
 
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the shape of the Hub's license ids (mit, cc-by-4.0, ...)
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&!$])")  # what starts emphasis, code, links, HTML, entities, cells
+LIST_MARKER = re.compile(r"^(\d+)(?=[.)])|^(?=[-+])")  # what opens a list where the text opens a list item
+
+
 def _license(licenses: set[str | None]) -> str:
-    """The Hub's license id when every row shares one known license, else "other"."""
-    return next(iter(licenses)).lower() if len(licenses) == 1 and None not in licenses else "other"
+    """The Hub's license id when every row shares one known license that is a license id, else "other"."""
+    license = next(iter(licenses)) if len(licenses) == 1 else None
+    return license.lower() if license and LICENSE_ID.fullmatch(license.lower()) else "other"
+
+
+def literal(text: Any) -> str:
+    """Imported or typed text (a source, a license, a campaign or model name) as one line of markdown that shows
+    exactly that text: no newline starts a block, and no character starts HTML, a link, emphasis or a table cell."""
+    escaped = MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return LIST_MARKER.sub(r"\1\\", escaped, count=1)  # "1." -> "1\.", "- x" -> "\- x"
 
 
 def export_facts(
@@ -145,9 +159,9 @@ def dataset_card(
     """The card's text; ``figures`` (``agreement_figures`` and ``calibration_figures``) describe exactly these rows."""
     lines = [
         *_front_matter(kind, counts, provenance),
-        f"# {campaign}: {kind} export",
+        f"# {literal(campaign)}: {kind} export",
         "",
-        f"Human-feedback data exported by Concord from campaign **{campaign}**. Format: {FORMATS[kind]}",
+        f"Human-feedback data exported by Concord from campaign **{literal(campaign)}**. Format: {FORMATS[kind]}",
         "",
         "## Splits",
         "",
@@ -168,7 +182,8 @@ def dataset_card(
         "## Guidelines, sources and licenses",
         "",
         f"- guideline versions: {', '.join(map(str, guideline_versions)) or 'none recorded'}",
-        *(f"- {source} ({license or 'license unknown'}): {n:,} rows" for (source, license), n in provenance.items()),
+        *(f"- {literal(source)} ({literal(license or 'license unknown')}): {n:,} rows"
+          for (source, license), n in provenance.items()),
         "",
         "Files: `dataset/` (datasets.load_from_disk), `parquet/` and `jsonl/` with one file per split.",
         "",
