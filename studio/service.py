@@ -75,6 +75,7 @@ class PairTask:
     min_reasoning_chars: int
     guidelines: str
     guidelines_version: int
+    leased_at: datetime  # when the rater was first shown it: time on task counts from here, across reloads
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class PromptTask:
     draft: str | None
     guidelines: str
     guidelines_version: int
+    leased_at: datetime  # as for PairTask
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class StudioService(Service):
                 min_reasoning_chars=campaign.min_reasoning_chars,
                 guidelines=campaign.guidelines,
                 guidelines_version=campaign.guidelines_version,
+                leased_at=assignment.leased_at,
             )
 
         return self._transaction(action)
@@ -255,6 +258,7 @@ class StudioService(Service):
                 draft=draft.text if draft else None,
                 guidelines=campaign.guidelines,
                 guidelines_version=campaign.guidelines_version,
+                leased_at=assignment.leased_at,
             )
 
         return self._transaction(action)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,7 @@ class JudgmentAnswer:
 
     choice: int
     both_bad: bool
-    criteria: dict[str, int]
+    criteria: dict[str, int | None]  # a criterion left out, or None, is "not rated"
     reasoning: str
     confidence: int
     time_on_task_s: float
@@ -38,9 +39,23 @@ def flip(choice: int, left: str) -> int:
     return choice if left == Side.a else -choice
 
 
+def reasoning_length(text: str | None) -> int:
+    """How many characters of reasoning count toward a campaign's minimum: runs of whitespace count as one, and
+    invisible characters not at all, so padding never reaches the minimum. static/studio.js counts the same way."""
+    return len(" ".join(_INVISIBLE.sub("", text or "").split()))
+
+
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+
+
+def rated(criteria: dict[str, int | None]) -> dict[str, int]:
+    """The criteria the rater scored: an unrated one (None) is left out, which is how "not rated" is stored."""
+    return {name: score for name, score in criteria.items() if score is not None}
+
+
 def check_judgment(campaign: Campaign, answer: JudgmentAnswer) -> str:
     """Raise ValidationFailed for the first problem; return the reasoning as stored."""
-    choice, criteria, confidence = answer.choice, answer.criteria, answer.confidence
+    choice, criteria, confidence = answer.choice, rated(answer.criteria), answer.confidence
     if choice is None:
         raise ValidationFailed("Choose which response is better (or Tie).")
     if isinstance(choice, bool) or choice not in PREFERENCE_SCALE:
@@ -51,17 +66,20 @@ def check_judgment(campaign: Campaign, answer: JudgmentAnswer) -> str:
         raise ValidationFailed(
             f"Unknown criteria {', '.join(unknown)}; this campaign scores {', '.join(campaign.rubric)}."
         )
-    if missing := [name for name in campaign.rubric if name not in criteria]:
-        raise ValidationFailed(f"Score every criterion: {', '.join(missing)} is missing.")
+    # A criterion may stay unrated unless the campaign requires every one (its `criteria_required` setting).
+    missing = [name for name in campaign.rubric if name not in criteria]
+    if missing and getattr(campaign, "criteria_required", False):
+        raise ValidationFailed(f"This campaign asks for every criterion: score {', '.join(missing)}.")
     for name, score in criteria.items():
         if isinstance(score, bool) or score not in range(1, 6):
             raise ValidationFailed(f"Score '{name}' from 1 to 5 (got {score!r}).")
     if isinstance(confidence, bool) or confidence not in range(1, 6):
         raise ValidationFailed(f"Confidence must be 1 to 5 (got {confidence!r}).")
     reasoning = (answer.reasoning or "").strip()
-    if len(reasoning) < campaign.min_reasoning_chars:
+    if (length := reasoning_length(reasoning)) < campaign.min_reasoning_chars:
         raise ValidationFailed(
-            f"Reasoning needs at least {campaign.min_reasoning_chars} characters (you wrote {len(reasoning)})."
+            f"Reasoning needs at least {campaign.min_reasoning_chars} characters (you wrote {length}; "
+            "repeated spaces and line breaks count once)."
         )
     return reasoning
 
@@ -77,7 +95,7 @@ def judgment_create(
             pair_id=pair_id,
             preference=flip(answer.choice, left),
             both_bad=answer.both_bad,
-            criteria=answer.criteria,
+            criteria=rated(answer.criteria),
             reasoning=reasoning,
             confidence=answer.confidence,
             left=left,

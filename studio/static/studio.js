@@ -1,5 +1,6 @@
-// Concord studio, in the browser: unsent drafts kept in localStorage, keyboard shortcuts, and paste events of the
-// Write editor. Loaded once per page through launch(head=...) (studio.app.LAUNCH_KWARGS); event handlers in the tabs
+// Concord studio, in the browser: unsent drafts kept in localStorage, keyboard shortcuts (a list on `?`), the focus
+// after each submit, the raw-text view, and paste events of the Write editor. Loaded once per page through
+// launch(head=...) (studio.app.LAUNCH_KWARGS); event handlers in the tabs
 // call window.concord.* from their `js=` snippets, so none of this needs a round trip to the server.
 (() => {
   const PREFIX = "concord-draft:";
@@ -45,9 +46,14 @@
     if (key) localStorage.removeItem(PREFIX + key);
   }
 
-  // Keep in step with studio.tabs.rater.count_line.
+  // Keep in step with studio.validation.reasoning_length and studio.tabs.rater.count_line: whitespace runs count
+  // once and invisible characters not at all, so padding never reaches the minimum.
+  function reasoningLength(text) {
+    return (text || "").replace(/[\u200b-\u200d\u2060\ufeff]/g, "").trim().replace(/\s+/g, " ").length;
+  }
+
   function count(text, minimum) {
-    const n = (text || "").trim().length;
+    const n = reasoningLength(text);
     const min = Number(minimum) || 0;
     return `${n} characters` + (min ? ` · at least ${min}` : "") + (n >= min ? " ✓" : "");
   }
@@ -79,22 +85,126 @@
     return element.tagName === "INPUT" && !["radio", "checkbox", "range", "button", "submit"].includes(element.type);
   }
 
-  // 1-5 choose (left much better .. right much better), Shift+1-5 confidence, B both bad, N next, G guidelines,
-  // Ctrl/Cmd+Enter submit. While typing in a text field only Ctrl/Cmd+Enter acts.
+  // The item on screen takes the focus (not a text field, so the next key chooses) with the view at its top.
+  function focusTask(tab) {
+    const task = byId(`${tab}-task`);
+    if (!shown(task)) return false;
+    task.tabIndex = -1;
+    task.focus({ preventScroll: true });
+    return true;
+  }
+
+  // After an item is shown (a submit, Next, a reload): back to the top of the page and of every pane, the focus on
+  // the item; a just-saved status line flashes. Only for the tab on screen: a campaign change never steals the focus
+  // from the other tab's text. `lastReady` is read by benchmarks/rater_ui.py.
+  let submittedAt = null;
+  function ready(tab) {
+    disarm();
+    const task = byId(`${tab}-task`);
+    if (!shown(task)) return;
+    window.scrollTo(0, 0);
+    for (const pane of task.querySelectorAll(".concord-pane-body")) pane.scrollTop = 0;
+    const focused = focusTask(tab);
+    const status = byId(`${tab}-status`);
+    if (status?.textContent.trim()) {
+      status.classList.remove("concord-flash");
+      void status.offsetWidth; // restart the animation
+      status.classList.add("concord-flash");
+    }
+    const key = document.querySelector(`#${tab}-draft-key textarea, #${tab}-draft-key input`)?.value || "";
+    const at = performance.now();
+    window.concord.lastReady = { key, focused, at, sinceSubmit: submittedAt === null ? null : at - submittedAt };
+    submittedAt = null;
+  }
+
+  // Raw text or rendered markdown, for every pane at once (key M, or the toggle in a response's title bar).
+  function raw(on) {
+    return byId("compare-task")?.classList.toggle("concord-raw", on);
+  }
+  document.addEventListener("click", (event) => {
+    if (event.target.closest?.(".concord-raw-toggle")) raw();
+  });
+
+  // A rubric criterion's key arms it; the next 1-5 scores it, 0 leaves it not rated; Esc or any other key disarms.
+  const CRITERION_KEYS = "asdfhjkl";
+  let armed = null;
+  function disarm() {
+    if (armed) byId(armed)?.classList.remove("concord-armed");
+    armed = null;
+  }
+  function arm(index) {
+    const id = `compare-score-${index}`;
+    disarm();
+    if (!shown(byId(id))) return false;
+    armed = id;
+    byId(id).classList.add("concord-armed");
+    byId(id).scrollIntoView({ block: "nearest" });
+    return true;
+  }
+
+  // The key list of the tab on screen (`?`); a click anywhere or Esc closes it.
+  function toggleHelp(force) {
+    const help = ["compare-help", "write-help"].map(byId).find((element) => element && shown(element.parentElement));
+    if (!help) return false;
+    help.classList.toggle("concord-open", force);
+    return true;
+  }
+  document.addEventListener("click", (event) => {
+    if (event.target.closest?.(".concord-open")) toggleHelp(false);
+  });
+
+  // Gradio's dropdown reopens its list on the Tab key that leaves it: swallow Tab there (the focus still moves on).
+  document.addEventListener(
+    "keydown",
+    (event) => {
+      if (event.key === "Tab" && event.target.matches?.("input[role=combobox]")) event.stopPropagation();
+    },
+    true,
+  );
+
+  // Outside text fields: 1-5 choose (left much better .. right much better), Shift+1-5 confidence, B both bad,
+  // A S D F H J K L then 0-5 a rubric criterion, R reasoning, M raw text, N next, G guidelines, ? the key list.
+  // Everywhere: Ctrl/Cmd+Enter submits; Esc closes the key list, disarms a criterion, leaves the reasoning box.
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      submittedAt = performance.now();
       if (clickShown("compare-submit", "write-submit")) event.preventDefault();
+      return;
+    }
+    if (event.key === "Escape") {
+      const help = document.querySelector(".concord-open");
+      if (help) return toggleHelp(false);
+      if (armed) return disarm();
+      const box = event.target.closest?.("#compare-reasoning, #write-editor");
+      if (box) {
+        event.target.blur();
+        focusTask(box.id.split("-")[0]);
+      }
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isTextField(event.target)) return;
     const comparing = shown(byId("compare-task"));
-    const digit = /^(Digit|Numpad)([1-5])$/.exec(event.code);
+    const digit = /^(Digit|Numpad)([0-5])$/.exec(event.code);
     const key = event.key.toLowerCase();
     let done = false;
-    if (digit && comparing) done = pick(event.shiftKey ? "compare-confidence" : "compare-choice", Number(digit[2]) - 1);
+    if (event.key === "?") done = toggleHelp();
+    else if (digit && comparing && armed && !event.shiftKey) {
+      done = pick(armed, Number(digit[2]));
+      disarm();
+    } else if (digit && digit[2] !== "0" && comparing) {
+      done = pick(event.shiftKey ? "compare-confidence" : "compare-choice", Number(digit[2]) - 1);
+    } else if (CRITERION_KEYS.includes(key) && key.length === 1 && comparing) done = arm(CRITERION_KEYS.indexOf(key));
     else if (key === "b" && comparing) done = pick("compare-both-bad", 0, "checkbox");
+    else if (key === "r" && comparing) {
+      byId("compare-reasoning")?.querySelector("textarea")?.focus();
+      done = true;
+    } else if (key === "m" && comparing) {
+      raw();
+      done = true;
+    }
     else if (key === "n") done = clickShown("compare-next", "write-next");
     else if (key === "g") done = clickShown("compare-guidelines", "write-guidelines");
+    if (!CRITERION_KEYS.includes(key) && !digit) disarm();
     if (done) event.preventDefault();
   });
 
@@ -118,5 +228,5 @@
     true,
   );
 
-  window.concord = { save, restore, clear, count };
+  window.concord = { save, restore, clear, count, ready, raw, lastReady: null };
 })();

@@ -1,8 +1,16 @@
 """Compare: the prompt, two anonymous responses side by side, a 5-point choice, rubric scores, reasoning, confidence.
 
-Keyboard (static/studio.js): 1-5 choose Left much better .. Right much better, B both bad, Shift+1-5 confidence,
-Ctrl+Enter (Cmd+Enter) submits, N next item, G opens the guidelines. Digits and letters do nothing while the rater
-types in a text field; Ctrl+Enter works there too.
+One screen at 1280x800 and larger: the prompt and both responses on the left (each scrolling inside its own pane),
+the answer on the right, nothing below the fold. Prompts and responses are rendered markdown (studio.render), with
+raw text a key (M) or a click (the toggle on each response) away.
+
+Keyboard (static/studio.js; ``?`` shows the list, ``KEYS`` below): 1-5 choose, B both bad, A S D F H J K L then 1-5
+score a rubric criterion (0 leaves it not rated), R into the reasoning and Esc out of it, Shift+1-5 confidence,
+M raw text, Ctrl+Enter (Cmd+Enter) submits, N next item, G guidelines. Outside text fields every key acts; inside
+them only Ctrl+Enter and Esc do. After a submit the view is back at the top of the next item, the focus on the item
+itself (not in a text field, so the next 1-5 chooses) and the status line says it was saved.
+
+A rubric criterion starts "not rated" and is stored absent unless the rater scores it: a default is not a rating.
 
 Calibration items look exactly like the others. Once one is submitted in a campaign in training mode, it stays on
 screen beside a panel with the expected answer (left/right, as the rater saw it) and why, until the rater presses
@@ -16,17 +24,18 @@ import time
 import gradio as gr
 
 from studio.login import current_user
+from studio.render import conversation_html, pane_html
 from studio.service import CalibrationFeedback, PairTask, Progress, StudioService
 from studio.tabs.consent import ConsentPanel
 from studio.tabs.events import shown_to_user
 from studio.tabs.rater import (
     COUNT_JS,
+    SAVED,
     RaterHeader,
     TaskSlots,
-    as_chat,
     count_line,
+    help_overlay,
     keep_drafts,
-    prompt_view,
     refused_submit,
     wire_loading,
 )
@@ -41,11 +50,20 @@ CHOICES = [
 ]
 LABELS = {value: label for label, value in CHOICES}
 CONFIDENCE = [("1 · guess", 1), ("2", 2), ("3", 3), ("4", 4), ("5 · certain", 5)]
-MAX_CRITERIA = 8
-KEYS = (
-    "Keys: **1–5** choose (left much better … right much better) · **B** both bad · **Shift+1–5** confidence · "
-    "**Ctrl+Enter** submit · **N** next item · **G** guidelines"
-)
+SCORES = [("–", 0), *((str(n), n) for n in range(1, 6))]  # 0: not rated, stored as absent
+CRITERION_KEYS = "ASDFHJKL"  # home row, left to right: one key per criterion
+MAX_CRITERIA = len(CRITERION_KEYS)
+KEYS = [
+    ("1 – 5", "choose: left much better, left better, tie, right better, right much better"),
+    ("B", "both responses are bad (on / off)"),
+    ("A S D F H J K L, then 1 – 5", "score the 1st, 2nd, 3rd … rubric criterion; then 0 leaves it not rated"),
+    ("R", "write the reasoning; Esc leaves the box"),
+    ("Shift + 1 – 5", "confidence"),
+    ("Ctrl + Enter", "submit (also while writing); the next item opens at its top"),
+    ("M", "raw text instead of rendered markdown, and back"),
+    ("N", "next item · G guidelines · ? this list (Esc closes it)"),
+]
+HINT = "**1–5** choose · **B** both bad · **A S D…** rubric · **R** reasoning · **Ctrl+Enter** submit · **?** all keys"
 
 
 def feedback_text(feedback: CalibrationFeedback) -> str:
@@ -63,61 +81,66 @@ def feedback_text(feedback: CalibrationFeedback) -> str:
 def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) -> None:
     """The Compare tab; ``tab`` is the ``gr.Tab`` it is built in (opening it loads the rater's item)."""
     task = gr.State(None)  # (PairTask, shown_at, draft key)
-    header = RaterHeader("compare")
+    header = RaterHeader("compare", "Pick a campaign above.", "Next item")
     consent = ConsentPanel("compare")
-    status = gr.Markdown("Pick a campaign above.", elem_id="compare-status")
-    with gr.Column(visible=False, elem_id="compare-task") as body:
-        prompt = prompt_view("compare-prompt")
-        with gr.Row(equal_height=True):
-            left = gr.Textbox(label="Left response", lines=6, max_lines=24, interactive=False, elem_id="compare-left")
-            right = gr.Textbox(
-                label="Right response", lines=6, max_lines=24, interactive=False, elem_id="compare-right"
+    with gr.Row(visible=False, equal_height=False, elem_id="compare-task") as body:
+        with gr.Column(scale=2, min_width=480, elem_classes="concord-reading"):
+            prompt = gr.HTML(elem_id="compare-prompt")
+            with gr.Row(equal_height=True, elem_classes="concord-responses"):
+                left = gr.HTML(elem_id="compare-left")
+                right = gr.HTML(elem_id="compare-right")
+            choice = gr.Radio(CHOICES, label="Which response is better?", elem_id="compare-choice")
+        with gr.Column(scale=1, min_width=360, elem_classes="concord-answer"):
+            both_bad = gr.Checkbox(label="Both responses are bad", elem_id="compare-both-bad")
+            with gr.Column(elem_classes="concord-rubric"):  # scrolls inside itself past four or five criteria
+                scores = [
+                    gr.Radio(
+                        SCORES, value=None, visible=False, elem_id=f"compare-score-{i}", elem_classes="concord-score"
+                    )
+                    for i in range(MAX_CRITERIA)
+                ]
+            reasoning = gr.Textbox(
+                label="Reasoning",
+                lines=4,
+                max_lines=8,
+                placeholder="Why is one response better? Be specific enough that another rater could check it.",
+                elem_id="compare-reasoning",
             )
-        choice = gr.Radio(CHOICES, label="Which response is better?", elem_id="compare-choice")
-        both_bad = gr.Checkbox(label="Both responses are bad", elem_id="compare-both-bad")
-        with gr.Row():
-            scores = [
-                gr.Slider(1, 5, value=3, step=1, visible=False, elem_id=f"compare-score-{i}")
-                for i in range(MAX_CRITERIA)
-            ]
-        reasoning = gr.Textbox(
-            label="Reasoning",
-            lines=4,
-            placeholder="Why is one response better? Be specific enough that another rater could check it.",
-            elem_id="compare-reasoning",
-        )
-        count = gr.Markdown(elem_id="compare-reasoning-count", elem_classes="concord-count")
-        confidence = gr.Radio(CONFIDENCE, value=3, label="Confidence", elem_id="compare-confidence")
-    # Beside the Submit and Next buttons, where the rater's eyes are after a submit, not above the fold.
-    feedback = gr.Markdown(visible=False, elem_id="compare-feedback", elem_classes="concord-panel")
-    with gr.Row():
-        next_button = gr.Button("Next item", elem_id="compare-next")
-        submit = gr.Button("Submit", variant="primary", visible=False, elem_id="compare-submit")
-    gr.Markdown(KEYS, elem_classes="concord-keys")
+            count = gr.Markdown(elem_id="compare-reasoning-count", elem_classes="concord-count")
+            confidence = gr.Radio(CONFIDENCE, value=3, label="Confidence", elem_id="compare-confidence")
+            # Where the rater's eyes are after a submit; in training mode it takes the Submit button's place.
+            feedback = gr.Markdown(visible=False, elem_id="compare-feedback", elem_classes="concord-panel")
+            submit = gr.Button("Submit", variant="primary", visible=False, elem_id="compare-submit")
+            gr.Markdown(HINT, elem_classes="concord-keys")
+    help_overlay("compare", KEYS)
     key = gr.Textbox(visible="hidden", elem_id="compare-draft-key")
     sent = gr.Textbox(visible="hidden", elem_id="compare-sent")
     minimum = gr.Number(visible="hidden", precision=0, elem_id="compare-min-chars")
     form = [choice, both_bad, *scores, reasoning, confidence]
-    slots = TaskSlots("judgment", task, status, body, submit, key, header, consent)
+    slots = TaskSlots("judgment", task, header.status, body, submit, key, header, consent, feedback)
 
     def show(rater: int, pair_task: PairTask, progress: Progress) -> dict:
-        sliders = {slider: gr.Slider(visible=False) for slider in scores}
-        for slider, name in zip(scores, pair_task.rubric, strict=False):
-            sliders[slider] = gr.Slider(label=name, value=3, visible=True)
-        form_values = {choice: None, both_bad: False, reasoning: "", confidence: 3, **sliders}
-        view = {prompt: as_chat(pair_task.messages), left: pair_task.left_text, right: pair_task.right_text}
+        rubric = {score: gr.Radio(visible=False, value=None) for score in scores}
+        for score, name, letter in zip(scores, pair_task.rubric, CRITERION_KEYS, strict=False):
+            rubric[score] = gr.Radio(label=f"{name} ({letter})", value=0, visible=True)
+        form_values = {choice: None, both_bad: False, reasoning: "", confidence: 3, **rubric}
+        view = {
+            prompt: conversation_html(pair_task.messages),
+            left: pane_html("Left response", pair_task.left_text),
+            right: pane_html("Right response", pair_task.right_text),
+        }
         counter = {count: count_line("", pair_task.min_reasoning_chars), minimum: pair_task.min_reasoning_chars}
         shown = slots.task(pair_task, rater, progress, pair_task.guidelines, pair_task.guidelines_version)
         return shown | view | form_values | counter | {feedback: gr.Markdown(visible=False)}
 
-    outputs = [task, status, body, submit, prompt, left, right, *form, count, minimum, key, feedback]
+    outputs = [task, header.status, body, submit, prompt, left, right, *form, count, minimum, key, feedback]
     outputs += [*header.outputs, *consent.outputs]
     load = wire_loading(
         service,
         slots,
         fetch=service.next_pair,
         show=show,
-        controls=(campaign, tab, next_button),
+        controls=(campaign, tab),
         outputs=outputs,
         noun="pair",
         on_campaign_change=True,
@@ -128,26 +151,29 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         if current is None:
             raise gr.Error("There is no item on screen: press Next item.")
         (pair_task, shown_at, submitted), (*score_values, text, conf) = current, rest
-        criteria = dict(zip(pair_task.rubric, (int(v) for v in score_values), strict=False))
+        criteria = {name: int(v) if v else None for name, v in zip(pair_task.rubric, score_values, strict=False)}
         answer = JudgmentAnswer(choice, bad, criteria, text or "", conf, time.monotonic() - shown_at)
         with shown_to_user():
             rater = current_user(service, request, profile)
         with refused_submit():
             result = service.submit_judgment(rater, pair_task.assignment_id, answer)
         with shown_to_user():
-            shown = (
-                reviewing(rater, campaign_id, result.feedback) if result.feedback else load(rater, campaign_id, None)
-            )
-        return shown | {sent: submitted}
+            if result.feedback:
+                return reviewing(rater, campaign_id, result.feedback) | {sent: submitted}
+            shown = load(rater, campaign_id, None)
+        saved = f"{SAVED} {shown.get(header.status) or 'Here is the next item.'}"
+        return shown | {header.status: saved, sent: submitted}
 
     def reviewing(rater: int, campaign_id: int, told: CalibrationFeedback) -> dict:
         """Training mode: the calibration item stays on screen beside its expected answer until the rater goes on."""
         progress = service.progress(rater, campaign_id)
-        done = {task: None, key: "", submit: gr.Button(visible=False), status: "Press *Next item* (N) to go on."}
+        going_on = f"{SAVED} Press *Next item* (N) to go on."
+        done = {task: None, key: "", submit: gr.Button(visible=False), header.status: going_on}
         return done | {feedback: gr.Markdown(feedback_text(told), visible=True)} | header.show(progress, "judgment")
 
     submit_inputs = [task, campaign, *form]
     submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", **slots.events())
     restored = keep_drafts(key, sent, form)
     restored.then(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)
+    restored.then(None, js="() => window.concord.ready('compare')")
     reasoning.input(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)

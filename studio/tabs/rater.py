@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -21,6 +22,7 @@ from studio.login import current_user
 from studio.service import ConsentRequired, PermissionDenied, Progress, StudioService, ValidationFailed
 from studio.tabs.consent import ConsentPanel
 from studio.tabs.events import need_campaign, shown_to_user
+from studio.validation import reasoning_length
 
 RATER_EVENTS = {"concurrency_id": "rater", "concurrency_limit": 24}
 """Every rater event: one queue group of its own, so a submit never waits behind lead work (their group, "lead",
@@ -30,6 +32,7 @@ SAVE_JS = "(key, ...values) => window.concord.save(key, ...values)"
 RESTORE_JS = "(key, ...current) => window.concord.restore(key, ...current)"
 CLEAR_JS = "(key) => window.concord.clear(key)"
 COUNT_JS = "(text, minimum) => window.concord.count(text, minimum)"
+SAVED = "✓ Saved."
 
 
 def draft_key(rater_id: int, kind: str, assignment_id: int) -> str:
@@ -39,7 +42,7 @@ def draft_key(rater_id: int, kind: str, assignment_id: int) -> str:
 
 def count_line(text: str, minimum: int) -> str:
     """The live character count under the reasoning; static/studio.js writes the same line as the rater types."""
-    n = len((text or "").strip())
+    n = reasoning_length(text)
     return f"{n} characters" + (f" · at least {minimum}" if minimum else "") + (" ✓" if n >= minimum else "")
 
 
@@ -74,6 +77,13 @@ def prompt_view(elem_id: str) -> gr.Chatbot:
         elem_id=elem_id,
         elem_classes="concord-prompt",
     )
+
+
+def help_overlay(prefix: str, keys: list[tuple[str, str]]) -> gr.HTML:
+    """The list of a tab's keys that ``?`` opens over the page (static/studio.js); a click or Esc closes it."""
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(what)}</td></tr>" for k, what in keys)
+    card = f'<div class="concord-help-card" role="dialog" aria-label="Keys"><h3>Keys</h3><table>{rows}</table></div>'
+    return gr.HTML(card, elem_id=f"{prefix}-help")
 
 
 @contextmanager
@@ -115,13 +125,19 @@ def progress_line(progress: Progress, task: str) -> str:
 
 
 class RaterHeader:
-    """The top of a rater tab: the progress line, and the guidelines one click away with their version."""
+    """The top of a rater tab, on one line so the task below fits the screen: the progress line over the status line
+    (what happened, what to do), the Next button, and the guidelines one click away with their version."""
 
-    def __init__(self, prefix: str) -> None:
-        self.progress = gr.Markdown("", elem_id=f"{prefix}-progress", elem_classes="concord-progress")
-        with gr.Accordion("Guidelines", open=False, elem_id=f"{prefix}-guidelines") as self.accordion:
-            # Leads write guidelines in markdown; Gradio sanitises any HTML in them.
-            self.guidelines = gr.Markdown("Guidelines appear with your first item.", sanitize_html=True)
+    def __init__(self, prefix: str, waiting: str, next_label: str) -> None:
+        with gr.Row(equal_height=False, elem_classes="concord-rater-header"):
+            with gr.Column(scale=3, min_width=320):
+                self.progress = gr.Markdown("", elem_id=f"{prefix}-progress", elem_classes="concord-progress")
+                self.status = gr.Markdown(waiting, elem_id=f"{prefix}-status", elem_classes="concord-rater-status")
+            self.next_button = gr.Button(next_label, size="sm", scale=0, min_width=120, elem_id=f"{prefix}-next")
+            with gr.Column(scale=2, min_width=280):
+                with gr.Accordion("Guidelines", open=False, elem_id=f"{prefix}-guidelines") as self.accordion:
+                    # Leads write guidelines in markdown; Gradio sanitises any HTML in them.
+                    self.guidelines = gr.Markdown("Guidelines appear with your first item.", sanitize_html=True)
 
     def show(self, progress: Progress | None, task: str, guidelines: str | None = None, version: int = 0) -> dict:
         shown: dict = {self.progress: progress_line(progress, task) if progress else ""}
@@ -147,6 +163,7 @@ class TaskSlots:
     key: gr.Textbox
     header: RaterHeader
     consent: ConsentPanel
+    feedback: gr.Markdown | None = None  # a panel that must not outlive the item it speaks of
 
     def events(self) -> dict[str, Any]:
         """Options of every server event of the tab. Progress and errors show on the status line only: Gradio would
@@ -156,15 +173,25 @@ class TaskSlots:
     def nothing(self, message: str, progress: Progress | None = None) -> dict:
         """No task on screen, and why."""
         hidden = {self.body: gr.Column(visible=False), self.submit: gr.Button(visible=False)}
+        if self.feedback is not None:
+            hidden[self.feedback] = gr.Markdown(visible=False)
         shown = {self.state: None, self.status: message, self.key: "", **hidden, **self.consent.hide()}
         return shown | self.header.show(progress, self.kind)
 
     def task(self, task: Any, rater_id: int, progress: Progress, guidelines: str, version: int) -> dict:
         """The slots of a task now on screen (the tab adds its own fields)."""
         key = draft_key(rater_id, self.kind, task.assignment_id)
-        shown = {self.state: (task, time.monotonic(), key), self.status: "", self.key: key, **self.consent.hide()}
+        # Time on task counts from the lease, so a reload of the page does not restart it.
+        shown_at = time.monotonic() - seconds_since(task.leased_at)
+        shown = {self.state: (task, shown_at, key), self.status: "", self.key: key, **self.consent.hide()}
         visible = {self.body: gr.Column(visible=True), self.submit: gr.Button(visible=True)}
         return shown | visible | self.header.show(progress, self.kind, guidelines, version)
+
+
+def seconds_since(moment: datetime) -> float:
+    """Seconds from ``moment`` (stored UTC; SQLite may hand it back without its zone) to now, never negative."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - aware).total_seconds())
 
 
 NOTHING_LEFT = {
@@ -204,7 +231,7 @@ def wire_loading(
     *,
     fetch: Callable[[int, int], Any],
     show: Callable[[int, Any, Progress], dict],
-    controls: tuple[gr.Dropdown, gr.Tab, gr.Button],
+    controls: tuple[gr.Dropdown, gr.Tab],
     outputs: list[gr.components.Component],
     noun: str,
     on_campaign_change: bool,
@@ -214,7 +241,7 @@ def wire_loading(
     A tab that leases on a campaign change holds an item the moment the studio opens; Write leases only when opened,
     so a rater who only compares holds no prompt. Returns ``load(rater_id, campaign_id, current)`` for the submit.
     """
-    campaign, tab, next_button = controls
+    (campaign, tab), next_button = controls, slots.header.next_button
     load = partial(load_task, service, slots, fetch, show)
 
     def on_next(campaign_id, current, request: gr.Request, profile: gr.OAuthProfile | None):

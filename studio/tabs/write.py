@@ -4,7 +4,8 @@ The rater may start from a model draft, lists each factual claim of the response
 source), unverifiable or false; a claim marked false blocks the submit. Time on task and paste events (when, and how
 many characters; recorded by static/studio.js in a hidden field) go with the demonstration.
 
-Keyboard: Ctrl+Enter (Cmd+Enter) submits, N next prompt (outside text fields), G opens the guidelines.
+Keyboard: Ctrl+Enter (Cmd+Enter) submits, Esc leaves the response box, N next prompt and G the guidelines (outside
+text fields), ? the list of keys.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from studio.tabs.rater import (
     RaterHeader,
     TaskSlots,
     as_chat,
+    help_overlay,
     keep_drafts,
     prompt_view,
     refused_submit,
@@ -31,15 +33,20 @@ from studio.validation import claims_from_rows, read_paste_events
 
 CLAIM_COLUMNS = ["claim", "status", "source"]
 BLANK_CLAIMS = [["", "", ""] for _ in range(3)]
-KEYS = "Keys: **Ctrl+Enter** submit · **N** next prompt · **G** guidelines"
+KEYS = [
+    ("Ctrl + Enter", "submit (also while writing)"),
+    ("Esc", "leave the response box, so the keys below act"),
+    ("N", "next prompt · G guidelines · ? this list (Esc closes it)"),
+]
+HINT = "Keys: **Ctrl+Enter** submit · **Esc** leave the text · **N** next prompt · **G** guidelines · **?** all keys"
 
 
 def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) -> None:
     """The Write tab; ``tab`` is the ``gr.Tab`` it is built in (opening it leases the rater's prompt)."""
     task = gr.State(None)  # (PromptTask, shown_at, draft key)
-    header = RaterHeader("write")
+    header = RaterHeader("write", "Open this tab to get a prompt.", "Next prompt")
     consent = ConsentPanel("write")
-    status = gr.Markdown("Open this tab to get a prompt.", elem_id="write-status")
+    status = header.status
     with gr.Column(visible=False, elem_id="write-task") as body:
         prompt = prompt_view("write-prompt")
         with gr.Accordion("Model draft", open=False, visible=False, elem_id="write-draft") as draft_box:
@@ -65,10 +72,9 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
             "or false (a false claim blocks the submit: correct or remove it)",
             elem_id="write-claims",
         )
-    with gr.Row():
-        next_button = gr.Button("Next prompt", elem_id="write-next")
-        submit = gr.Button("Submit", variant="primary", visible=False, elem_id="write-submit")
-    gr.Markdown(KEYS, elem_classes="concord-keys")
+    submit = gr.Button("Submit", variant="primary", visible=False, elem_id="write-submit")
+    gr.Markdown(HINT, elem_classes="concord-keys")
+    help_overlay("write", KEYS)
     key = gr.Textbox(visible="hidden", elem_id="write-draft-key")
     sent = gr.Textbox(visible="hidden", elem_id="write-sent")
     pastes = gr.Textbox(value="[]", visible="hidden", elem_id="write-pastes")
@@ -89,7 +95,7 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
         slots,
         fetch=service.next_prompt,
         show=show,
-        controls=(campaign, tab, next_button),
+        controls=(campaign, tab),
         outputs=outputs,
         noun="prompt",
         on_campaign_change=False,

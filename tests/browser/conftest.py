@@ -94,7 +94,7 @@ def log_in(browser, url: str, username: str):
     page.set_default_timeout(20_000)
     page.goto(url)
     page.get_by_label("username").fill(username)
-    page.get_by_label("password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)  # not "New password" (a one-time password's form)
     page.get_by_role("button", name="Login").click()
     page.locator("#concord-campaign").wait_for()
     return page

@@ -159,7 +159,7 @@ def test_a_rater_judges_with_the_keyboard_then_writes_with_a_verified_claim(stud
     screenshot(page, "consent")
     page.locator("#compare-consent-accept").click()
     page.locator("#compare-task").wait_for(state="visible")
-    left_text = page.locator("#compare-left textarea").input_value()
+    left_text = page.locator("#compare-left .concord-rawtext").text_content()  # the raw text, as stored
     screenshot(page, "compare")
 
     page.keyboard.press("n")  # the item already on screen stays: it is leased to ada until she submits it
@@ -210,7 +210,7 @@ def test_a_rater_judges_with_the_keyboard_then_writes_with_a_verified_claim(stud
 def test_a_reload_keeps_the_unsent_drafts(studio, browser):
     page = log_in(browser, studio["url"], "ada")
     open_compare(page)
-    left_text = page.locator("#compare-left textarea").input_value()
+    left_text = page.locator("#compare-left .concord-rawtext").text_content()  # the raw text, as stored
     page.keyboard.press("1")
     page.locator("#compare-reasoning textarea").click()
     page.keyboard.type("Half a thought about the left response")
@@ -223,7 +223,7 @@ def test_a_reload_keeps_the_unsent_drafts(studio, browser):
 
     page.reload()
     page.locator("#compare-task").wait_for(state="visible")
-    expect(page.locator("#compare-left textarea")).to_have_value(left_text)  # the lease resumed: the same item
+    expect(page.locator("#compare-left .concord-rawtext")).to_have_text(left_text)  # the lease resumed: the same item
     expect(page.locator("#compare-reasoning textarea")).to_have_value("Half a thought about the left response")
     expect(page.locator("#compare-choice").get_by_label("Left much better")).to_be_checked()
     page.get_by_role("tab", name="Write").click()
@@ -266,8 +266,10 @@ def test_script_in_prompts_responses_and_reasoning_stays_inert_text(studio, brow
     page = log_in(browser, studio["url"], "ada")
     open_campaign(page, "xss")
     expect(page.locator("#compare-prompt")).to_contain_text(f"Is this safe? {payload}")
-    left, right = page.locator("#compare-left textarea"), page.locator("#compare-right textarea")
-    assert sorted([left.input_value(), right.input_value()]) == [f"A says {payload}", f"B {payload}"]
+    left, right = page.locator("#compare-left .concord-rawtext"), page.locator("#compare-right .concord-rawtext")
+    assert sorted([left.text_content(), right.text_content()]) == [f"A says {payload}", f"B {payload}"]
+    for pane in ("#compare-left", "#compare-right"):  # rendered as markdown, the payload reads as text
+        expect(page.locator(f"{pane} .concord-md")).to_contain_text(payload)
     page.keyboard.press("2")
     page.locator("#compare-reasoning textarea").click()
     page.keyboard.type(f"Left is fine; quoting it: {payload}")

@@ -52,7 +52,8 @@ def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_
     rater, campaign = log_in(studio)
     asked = rater.predict(campaign, api_name="/next_pair")
     assert "stored and exported under a pseudonym" in json.dumps(asked)
-    assert asked[LEFT] == asked[RIGHT] == {"__type__": "update"}  # no response is sent before the consent
+    for pane in (asked[LEFT], asked[RIGHT]):  # no response is sent before the consent: only a bare update
+        assert isinstance(pane, dict) and pane.get("__type__") == "update" and "value" not in pane
     with pytest.raises(Exception, match="There is no item on screen"):
         rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
     shown = rater.predict(campaign, api_name="/accept_consent_pair")
@@ -105,9 +106,9 @@ def test_html_in_a_prompt_is_sent_escaped(studio, sqlite_engine):
             {"role": "user", "content": "<img src=x onerror=alert(1)> & <script>alert(2)</script>"}
         ]
     rater, campaign = log_in(studio)
-    (message,) = rater.predict(campaign, api_name="/next_pair")[PROMPT]
+    shown = rater.predict(campaign, api_name="/next_pair")[PROMPT]  # rendered markdown, and the raw text
     escaped = "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;script&gt;alert(2)&lt;/script&gt;"
-    assert message["content"][0]["text"] == escaped
+    assert shown.count(escaped) == 2 and "<img" not in shown and "<script" not in shown
 
 
 def test_prompts_are_escaped_and_system_prompts_kept():

@@ -124,11 +124,11 @@ def test_reload_resumes_the_same_task(engine):
     [
         ({"choice": 3}, "preference from -2 to 2"),
         ({"both_bad": "yes"}, "'Both bad' must be yes or no"),
-        ({"criteria": {"helpfulness": 4}}, "honesty is missing"),
         ({"criteria": {"helpfulness": 4, "honesty": 6}}, "Score 'honesty' from 1 to 5 (got 6)"),
         ({"criteria": {"helpfulness": 4, "honesty": 5, "style": 3}}, "Unknown criteria style"),
         ({"confidence": 0}, "Confidence must be 1 to 5"),
-        ({"reasoning": "  too short       "}, "at least 20 characters (you wrote 9)"),
+        ({"reasoning": "  too short       "}, "at least 20 characters (you wrote 9;"),
+        ({"reasoning": "padded" + " " * 20 + "\n\n\u200b\u200b out"}, "at least 20 characters (you wrote 10;"),
         ({"time_on_task_s": -1.0}, "time_on_task_s"),
         ({"client_time": datetime(2025, 1, 1)}, "client_time needs a timezone"),
     ],
@@ -141,6 +141,17 @@ def test_invalid_judgment_is_rejected_and_changes_nothing(engine, change, messag
     with pytest.raises(ValidationFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
         service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(**({"choice": 1} | GOOD | change)))
     assert snapshot(engine) == before
+
+
+def test_an_unrated_criterion_is_stored_absent(engine):
+    campaign_id, (rater, _) = seed(engine)
+    service = StudioService(engine, rng=random.Random(0))
+    task = service.next_pair(rater, campaign_id)
+    answer = JudgmentAnswer(**({"choice": 1} | GOOD | {"criteria": {"helpfulness": None, "honesty": 2}}))
+    service.submit_judgment(rater, task.assignment_id, answer)
+    with Session(engine) as session:
+        (judgment,) = session.exec(select(Judgment)).all()
+    assert judgment.criteria == {"honesty": 2}
 
 
 def test_only_the_active_owner_may_submit(engine):
