@@ -145,6 +145,23 @@ def cmd_judge(args) -> None:
         _show_pair(task, args.username)
 
 
+def cmd_eval_report(args) -> None:
+    from rich.console import Console
+
+    from storage.frames import evaluation_report
+    from storage.quality.evaluation import plot_evaluation, render_evaluation
+
+    try:
+        report = evaluation_report(engine=_engine(args), campaign=args.campaign, n_boot=args.n_boot, seed=args.seed)
+    except ValueError as error:
+        sys.exit(f"eval-report failed: {error}")
+    render_evaluation(report, Console())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
+    print(f"wrote {plot_evaluation(report, Path(args.plot or f'{args.campaign}-ratings.png'))}")
+
+
 def cmd_export(args) -> None:
     from storage.export import export_campaign
 
@@ -371,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--plots", metavar="DIR", help="also write PNG plots into this folder")
     quality.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     quality.set_defaults(func=cmd_quality)
+
+    report = commands.add_parser("eval-report", help="Bradley-Terry ratings of the models a campaign compares")
+    report.add_argument("--campaign", required=True)
+    report.add_argument("--plot", metavar="PNG", help="where to write the plot (default: CAMPAIGN-ratings.png)")
+    report.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    report.add_argument("--seed", type=int, default=0, help="seeds the bootstrap")
+    report.set_defaults(func=cmd_eval_report)
 
     user = commands.add_parser("user", help="create a user with a generated password")
     user.add_argument("username")

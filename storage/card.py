@@ -82,13 +82,14 @@ def literal(text: Any) -> str:
 def export_facts(
     *, campaign: str, kind: str, counts: dict[str, int], filters: dict[str, Any], dropped: dict[str, int],
     figures: dict[str, Any], guideline_versions: list[int], provenance: dict[tuple[str, str | None], int],
-    notes: list[str] = (),
+    notes: list[str] = (), models: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What the card states, as ``export.json``: the machine-readable twin that training reads."""
     sources = [{"source": source, "license": license, "rows": n} for (source, license), n in provenance.items()]
     return {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, "dropped": dropped,
             "figures": figures, "guideline_versions": guideline_versions, "sources": sources,
-            "license": _license({license for _, license in provenance}), "notes": list(notes)}  # fmt: skip
+            "license": _license({license for _, license in provenance}), "notes": list(notes),
+            "models": models or {}}  # fmt: skip
 
 
 def _front_matter(kind: str, counts: dict[str, int], provenance: dict[tuple[str, str | None], int]) -> list[str]:
@@ -144,6 +145,25 @@ def _selection(filters: dict[str, Any], dropped: dict[str, int]) -> list[str]:
     ]  # fmt: skip
 
 
+def _models(models: dict[str, dict[str, int]] | None) -> list[str]:
+    """The card's section on the models behind the rows."""
+    if not models:
+        return []
+    total = sum(m["responses"] for m in models.values())
+    return [
+        "## Models",
+        "",
+        "Who wrote the responses in these rows (`model_chosen` / `model_rejected`, or `model` for KTO rows), their "
+        "share of the responses, and how many of theirs are the chosen (desirable) ones.",
+        "",
+        "| model | responses | share | chosen |",
+        "|---|---|---|---|",
+        *(f"| {literal(name)} | {m['responses']:,} | {m['responses'] / total:.1%} | {m['chosen']:,} |"
+          for name, m in models.items()),
+        "",
+    ]  # fmt: skip
+
+
 def dataset_card(
     *,
     campaign: str,
@@ -155,6 +175,7 @@ def dataset_card(
     guideline_versions: list[int],
     provenance: dict[tuple[str, str | None], int],
     notes: list[str] = (),
+    models: dict[str, dict[str, int]] | None = None,
 ) -> str:
     """The card's text; ``figures`` (``agreement_figures`` and ``calibration_figures``) describe exactly these rows."""
     lines = [
@@ -179,6 +200,7 @@ def dataset_card(
         *([FIGURES, ""] if figures else []),
         *([f"- {name}: {value}" for name, value in figures.items()] or ["No agreement figures for these rows."]),
         "",
+        *_models(models),
         "## Guidelines, sources and licenses",
         "",
         f"- guideline versions: {', '.join(map(str, guideline_versions)) or 'none recorded'}",

@@ -35,6 +35,7 @@ from sqlmodel import Session
 from storage.card import dataset_card, export_facts
 from storage.db import write_session
 from storage.demonstrations import newest_reviews
+from storage.export_models import model_shares, response_columns, unpaired_rows, with_unpaired
 from storage.frames import calibration_frame_for
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
 from storage.quality.consensus import POLICIES
@@ -80,6 +81,7 @@ class Rows:
     record: dict[str, Any]  # ExportRecord fields: fingerprints of pairs and labels, raters, guideline versions
     card: dict[str, Any]  # dataset_card arguments: guideline versions, provenance, dropped, figures
     filters: dict[str, Any]  # what the selection adds to the record's filters: the raters left out and why
+    unpaired: tuple | None = None  # KTO: storage.export_models.unpaired_rows
 
 
 def ids_sha256(ids: Any) -> str:
@@ -182,11 +184,14 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
     kept = labels["kept"]
     b_wins = labels["direction"][kept] > 0
     a_ids, b_ids = pairs["response_a_id"].to_numpy()[kept], pairs["response_b_id"].to_numpy()[kept]
-    query = select(Response.id, Response.text).join(Prompt, Prompt.id == Response.prompt_id)
-    responses = _read(session, query.where(Prompt.campaign_id == campaign_id))
+    query = select(Response.id, Response.text, Response.author,
+                   cast(Response.generation_params, Text).label("generation_params"))  # fmt: skip
+    query = query.join(Prompt, Prompt.id == Response.prompt_id).where(Prompt.campaign_id == campaign_id)
+    responses = _read(session, query)
     response_ids = responses["id"].to_numpy()
-    chosen = _take(responses["text"], _positions(response_ids, np.where(b_wins, b_ids, a_ids), "response"))
-    rejected = _take(responses["text"], _positions(response_ids, np.where(b_wins, a_ids, b_ids), "response"))
+    chosen_at = _positions(response_ids, np.where(b_wins, b_ids, a_ids), "response")
+    rejected_at = _positions(response_ids, np.where(b_wins, a_ids, b_ids), "response")
+    chosen, rejected = _take(responses["text"], chosen_at), _take(responses["text"], rejected_at)
     # Each kept pair's current judgments, gathered in kept order: one copy of the reasoning texts.
     lengths = labels["n_judgments"][kept]
     starts = np.concatenate([[0], np.cumsum(labels["n_judgments"])])[kept]
@@ -206,6 +211,7 @@ def _pair_table(session: Session, campaign_id: int, pairs: dict, labels: dict, j
         "confidence": pa.array(labels["confidence"][kept], mask=np.isnan(labels["confidence"][kept])),
         "strength": labels["strength"][kept],
         "both_bad": labels["both_bad"][kept],
+        **response_columns(responses, chosen_at, rejected_at, _take),
     })  # fmt: skip
 
 
@@ -334,10 +340,12 @@ def shape_rows(table: pa.Table, kind: str, prior_margin: float = 0.0) -> pa.Tabl
         return table.append_column("margin", pa.array(reward_margins(table, prior_margin)))
     if kind != "kto":
         return table
-    extras = table.drop_columns(["prompt", "chosen", "rejected"])
+    sided = [f"{name}_{side}" for name in ("model", "generation_params") for side in ("chosen", "rejected")]
+    extras = table.drop_columns(["prompt", "chosen", "rejected", *sided])
     halves = [
         pa.table({"prompt": table["prompt"], "completion": table[side], "label": np.full(table.num_rows, label),
-                  **dict(zip(extras.column_names, extras.columns, strict=True))})
+                  **dict(zip(extras.column_names, extras.columns, strict=True)), "model": table[f"model_{side}"],
+                  "generation_params": table[f"generation_params_{side}"]})
         for side, label in (("chosen", True), ("rejected", False))
     ]  # fmt: skip
     return pa.concat_tables(halves).sort_by([("pair_id", "ascending"), ("label", "descending")])
@@ -413,7 +421,9 @@ def _collect(engine: Engine, campaign: str, kind: str, filters: dict) -> tuple[i
         if campaign_id is None:
             raise ValueError(f"no campaign named {campaign!r}")
         rows = (sft_rows if kind == "sft" else preference_rows)(session=session, campaign_id=campaign_id, **filters)
-    if not rows.table.num_rows:
+        if kind == "kto" and filters["use_prior"]:
+            rows.unpaired = unpaired_rows(session=session, campaign_id=campaign_id)
+    if not rows.table.num_rows and not (rows.unpaired and rows.unpaired[0].num_rows):
         hint = ""
         if rows.card.get("dropped", {}).get("unreviewed"):
             hint = ("; demonstrations export once a lead accepts them (Lead > Demonstrations), or with "
@@ -452,13 +462,18 @@ def export_campaign(
     campaign_id, rows = _collect(engine, campaign, kind, filters)
     filters |= rows.filters | ({"prior_margin": prior_margin} if kind == "reward" else {})
     notes = []
-    if rows.n_train == 0:  # a hash split of a handful of prompts can send them all to test: train on them instead
+    if rows.n_train == 0 and rows.table.num_rows:  # a hash split of a few prompts can send all to test: train on them
         rows.n_train = rows.table.num_rows
         notes.append(f"All {rows.table.num_rows:,} rows are in train and the test split is empty: the prompts' hashes "
                      f"sent every one to test at test_fraction {test_fraction}, too few to hold any out.")  # fmt: skip
         log.warning("campaign %r: %s", campaign, notes[-1])
     splits = {"train": rows.table.slice(0, rows.n_train), "test": rows.table.slice(rows.n_train)}
     splits = {name: shape_rows(table, kind, prior_margin) for name, table in splits.items()}
+    if rows.unpaired is not None:
+        table, hashes, provenance = rows.unpaired
+        splits = with_unpaired(splits, table, in_test_split(hashes, test_fraction))
+        rows.card["provenance"] = dict(Counter(rows.card["provenance"]) + provenance)
+    rows.card["models"] = model_shares(splits)
     counts = {name: table.num_rows for name, table in splits.items()}
     described = {"campaign": campaign, "kind": kind, "counts": counts, "filters": filters, "notes": notes, **rows.card}
     dataset = write_files(splits, out_dir, dataset_card(**described), export_facts(**described))

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, exists, func, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from storage.models import CalibrationItem, Campaign, Judgment, Pair, Response, User
+from storage.models import CalibrationItem, Campaign, Judgment, Pair, Prompt, Response, User
 from storage.queue import MIN_CALIBRATION_ANSWERS
 
 JUDGMENT_COLUMNS = (
@@ -64,6 +64,39 @@ def calibration_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame
     return frame.assign(accepted=pd.Series(accepted, index=frame.index, dtype=object))[["item", "accepted", "kind"]]
 
 
+def model_judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
+    """The campaign's current judgments as votes between models (storage.quality.evaluation): ``item``, ``rater``,
+    ``preference``, ``model_a`` and ``model_b`` (who wrote each response), ``category`` (the prompt's domain) and
+    ``calibration`` (the pair is a calibration item)."""
+    later, response_a, response_b = aliased(Judgment), aliased(Response), aliased(Response)
+    query = (
+        select(
+            Judgment.pair_id.label("item"), Judgment.rater_id.label("rater"), Judgment.preference,
+            response_a.author.label("model_a"), response_b.author.label("model_b"), Prompt.domain.label("category"),
+            exists().where(CalibrationItem.pair_id == Pair.id).label("calibration"),
+        )
+        .join(Pair, Pair.id == Judgment.pair_id)
+        .join(Prompt, Prompt.id == Pair.prompt_id)
+        .join(response_a, response_a.id == Pair.response_a_id)
+        .join(response_b, response_b.id == Pair.response_b_id)
+        .where(Pair.campaign_id == campaign_id, ~exists().where(later.supersedes_id == Judgment.id))
+        .order_by(Judgment.server_time, Judgment.id)
+    )  # fmt: skip
+    return pd.read_sql(query, session.connection()).astype({"calibration": bool})
+
+
+def evaluation_report(*, engine: Engine, campaign: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The evaluation report (``storage.quality.evaluation.evaluation_report``) of the campaign named ``campaign``."""
+    from storage.quality.evaluation import evaluation_report as build
+
+    with Session(engine) as session:
+        found = session.execute(select(Campaign.id, Campaign.kind).where(Campaign.name == campaign)).one_or_none()
+        if found is None:
+            raise ValueError(f"no campaign named {campaign!r}")
+        frame = model_judgment_frame_for(session=session, campaign_id=found.id)
+    return {"campaign": campaign, "kind": found.kind, **build(frame, n_boot=n_boot, seed=seed)}
+
+
 def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict[str, Any]:
     """The quality report (``storage.quality.report.build_report``) of the campaign named ``campaign``.
 
@@ -71,6 +104,7 @@ def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict
     thresholds also say whether the campaign puts raters on probation and from how many calibration answers.
     """
     # Imported here: the export and the studio read frames without loading the statistics libraries.
+    from storage.quality.evaluation import model_figures
     from storage.quality.flags import FlagArguments
     from storage.quality.report import build_report
 
@@ -81,6 +115,7 @@ def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict
             raise ValueError(f"no campaign named {campaign!r}")
         judgments = judgment_frame_for(session=session, campaign_id=found.id)
         calibration = calibration_frame_for(session=session, campaign_id=found.id)
+        by_model = model_judgment_frame_for(session=session, campaign_id=found.id)
     if judgments.empty:
         raise ValueError(f"campaign {campaign!r} has no judgments yet: nothing to report")
     flag_args = FlagArguments(min_calibration_accuracy=found.calibration_threshold)
@@ -88,4 +123,5 @@ def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict
         judgments, calibration, flag_args=flag_args, calibration_window=found.calibration_window, n_boot=n_boot
     )
     report["thresholds"] |= {"probation": found.probation, "probation_min_answers": MIN_CALIBRATION_ANSWERS}
+    report["models"] = model_figures(by_model)  # None when no pair is between two models
     return {"campaign": campaign, **report}

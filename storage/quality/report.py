@@ -21,6 +21,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from storage.quality.agreement import campaign_agreement
 from storage.quality.consensus import item_consensus
+from storage.quality.evaluation import render_models
 from storage.quality.flags import REASONS, STATUSES, FlagArguments, flag_raters
 from storage.quality.judgments import COLUMNS, first_judgments, judgment_frame
 from storage.quality.plots import plot_report  # noqa: F401  (the report's plots live beside it; kept importable here)
@@ -392,3 +393,4 @@ def render_report(report: dict[str, Any], console) -> None:
     console.rule(f"Quality report {report.get('campaign', '')}".strip())
     _render_campaign(report, console)
     _render_raters(report, console)
+    render_models(report.get("models"), console)

@@ -36,10 +36,13 @@ KINDS_COLUMNS = {
     "sft": ["messages", "demonstration_id", "prompt_id", "author", "guideline_version", "claims"],
     "preference": ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "n_judgments", "reasonings",
                    "rater_pseudonyms", "guideline_versions", "label_source", "agreement", "confidence", "strength",
-                   "both_bad"],
+                   "both_bad", "model_chosen", "model_rejected", "generation_params_chosen",
+                   "generation_params_rejected"],
 }  # fmt: skip
 KINDS_COLUMNS["reward"] = KINDS_COLUMNS["preference"] + ["margin"]
-KINDS_COLUMNS["kto"] = ["prompt", "completion", "label"] + KINDS_COLUMNS["preference"][3:]
+KINDS_COLUMNS["kto"] = (
+    ["prompt", "completion", "label"] + KINDS_COLUMNS["preference"][3:-4] + ["model", "generation_params"]
+)
 
 
 def add_prompt(session, campaign, text, **provenance):

@@ -4,8 +4,10 @@ import codecs
 import json
 
 import pytest
+from datasets import load_from_disk
 from sqlmodel import Session, select
 
+from storage.export import export_campaign
 from storage.formats import parse_file
 from storage.imports import ImportFailed, import_file
 from storage.models import Campaign, CampaignKind, Pair, Prompt, Response
@@ -92,7 +94,7 @@ def test_pairs_with_the_same_texts_from_other_models_are_not_duplicates(engine, 
 
 def test_a_bom_prefixed_csv_keeps_its_model_column(engine, tmp_path):
     path = tmp_path / "m.csv"
-    text = "prompt,response,model,temperature\r\nName a colour.,\"Blue,\r\nor red.\",m7,0.2\r\n"
+    text = 'prompt,response,model,temperature\r\nName a colour.,"Blue,\r\nor red.",m7,0.2\r\n'
     path.write_bytes(codecs.BOM_UTF8 + text.encode())
     report = import_file(path, engine=engine, campaign="c")
     (response,) = all_rows(engine, Response)
@@ -138,3 +140,25 @@ def test_llama_factory_and_trl_kto_rows_import_with_their_labels(engine, tmp_pat
     unlabelled = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
     with pytest.raises(ImportFailed, match="field 'label': is missing"):
         import_file(write_jsonl(tmp_path / "u.jsonl", unlabelled), engine=engine, campaign="k", fmt="kto")
+
+
+def test_a_llama_factory_kto_file_round_trips_its_labels_through_the_kto_export(engine, tmp_path):
+    path = tmp_path / "kto_en_demo.json"
+    path.write_text(json.dumps(LLAMA_FACTORY_KTO))
+    import_file(path, engine=engine, campaign="k", model="sft-v1")
+    result = export_campaign(engine=engine, campaign="k", kind="kto", out_dir=tmp_path / "out", test_fraction=0.5)
+    dataset = load_from_disk(str(result.out_dir / "dataset"))
+    exported = sorted(
+        (tuple((m["role"], m["content"]) for m in row["prompt"]), row["completion"][0]["content"], row["label"],
+         row["model"], row["label_source"])
+        for split in dataset.values() for row in split
+    )  # fmt: skip
+    given = sorted(
+        (tuple((t.get("role") or {"human": "user"}[t["from"]], t.get("content", t.get("value"))) for t in turns[:-1]),
+         turns[-1].get("content", turns[-1].get("value")), row["label"], "sft-v1", "prior")
+        for row in LLAMA_FACTORY_KTO for turns in [row.get("messages") or row["conversations"]]
+    )  # fmt: skip
+    assert exported == given
+    assert "| sft-v1 | 3 | 100.0% | 2 |" in (result.out_dir / "README.md").read_text()
+    with pytest.raises(ValueError, match="has no preference rows"):  # unpaired rows are for KTO only
+        export_campaign(engine=engine, campaign="k", kind="preference", out_dir=tmp_path / "p")
