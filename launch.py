@@ -224,6 +224,22 @@ def cmd_user(args) -> None:
     print(f"created {args.role} {args.username!r} with password {password!r} (shown only once)")
 
 
+def cmd_password(args) -> None:
+    from storage.accounts import new_password, set_password
+    from storage.db import write_session
+    from storage.erasure import user_id_of
+
+    password = new_password()
+    try:
+        with write_session(_engine(args)) as session, session.begin():
+            user_id = user_id_of(session=session, username=args.username)
+            set_password(session=session, user_id=user_id, password=password, actor_id=None, must_change=True)
+    except ValueError as error:
+        sys.exit(f"password failed: {error}")
+    print(f"one-time password for {args.username!r}: {password!r} (shown only once; their sessions ended, and they "
+          "choose a new password when they next log in)")  # fmt: skip
+
+
 def cmd_erase(args) -> None:
     from storage.db import write_session
     from storage.erasure import erase_user, user_id_of
@@ -403,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--domains", default="", help="comma-separated domains the user is qualified in")
     user.add_argument("--hf-username", default=None, help="their Hugging Face account, for sign-in on a Space")
     user.set_defaults(func=cmd_user)
+
+    password = commands.add_parser("password", help="give a user a one-time password (an admin's reset)")
+    password.add_argument("username")
+    password.set_defaults(func=cmd_password)
 
     erase = commands.add_parser("erase", help="erase a user's data on request (storage.erasure)")
     erase.add_argument("username")

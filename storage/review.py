@@ -43,7 +43,8 @@ class PairSummary:
 @dataclass(frozen=True)
 class JudgmentView:
     judgment_id: int
-    rater: str  # the rater's pseudonym
+    rater: str  # the rater's pseudonym, as exports name them
+    rater_name: str  # the rater's username, for the campaign's leads
     preference: int  # -2 A much better .. +2 B much better, whichever side the rater saw on the left
     both_bad: bool
     reasoning: str
@@ -125,16 +126,16 @@ def pair_detail(*, session: Session, pair_id: int) -> PairDetail:
     if pair is None:
         raise LookupError(f"no pair with id {pair_id}")
     query = (
-        select(Judgment, User.pseudonym)
+        select(Judgment, User.pseudonym, User.username)
         .join(User, User.id == Judgment.rater_id)
         .where(Judgment.pair_id == pair_id, _current())
         .order_by(Judgment.server_time, Judgment.id)
     )
     judgments = [
-        JudgmentView(judgment_id=j.id, rater=pseudonym, preference=j.preference, both_bad=j.both_bad,
-                     reasoning=j.reasoning, confidence=j.confidence, criteria=dict(j.criteria),
+        JudgmentView(judgment_id=j.id, rater=pseudonym, rater_name=username, preference=j.preference,
+                     both_bad=j.both_bad, reasoning=j.reasoning, confidence=j.confidence, criteria=dict(j.criteria),
                      time_on_task_s=j.time_on_task_s, left=j.left, guideline_version=j.guideline_version)
-        for j, pseudonym in session.exec(query)
+        for j, pseudonym, username in session.exec(query)
     ]  # fmt: skip
     item = session.exec(select(CalibrationItem).where(CalibrationItem.pair_id == pair_id)).first()
     return PairDetail(

@@ -21,10 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from storage import accounts, members
+from storage.accounts import MAX_PASSWORD_CHARS
 from storage import sessions as login_sessions
 from storage.db import write_session
 from storage.models import AuditEvent, Campaign, Role, User, utcnow
 from studio.sessions import SessionArguments, minutes_until, new_token
+from studio.validation import ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,6 @@ T = TypeVar("T")
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
 ATTEMPTS = 4
-MAX_PASSWORD_CHARS = 1024  # longer is refused unhashed: no one's password is, and hashing megabytes costs
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class LoginOutcome:
     username: str = ""
     refusal: str = ""
     retry_after_s: int = 0
+    must_change_password: bool = False  # the password was right but one-time: sign in again with a new one
+
+
+def _sentence(error: Exception) -> str:
+    """storage's lower-case reason as a sentence for the person."""
+    text = str(error)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 class PermissionDenied(PermissionError):
@@ -78,10 +86,11 @@ class Service:
                     raise
                 log.info("retrying after a transaction conflict (attempt %d): %s", attempt, error.orig)
 
-    def log_in(self, username: str, password: str, address: str = "") -> LoginOutcome:
+    def log_in(self, username: str, password: str, address: str = "", new_password: str | None = None) -> LoginOutcome:
         """Check a password under the throttle (per account name and per client address); on success open a session
         bound to the account and return its token. Failures are counted and audited; while locked, even the right
-        password is refused, unhashed, with how long to wait."""
+        password is refused, unhashed, with how long to wait. A one-time password (an admin's reset) opens no session
+        until ``new_password`` replaces it."""
         now, name = utcnow(), username.strip()
         key, address = name.lower()[:64], address[:64]
         with Session(self.engine) as session:  # reads only: argon2 runs without holding SQLite's write lock
@@ -89,11 +98,21 @@ class Service:
             if locked is None and len(password) <= MAX_PASSWORD_CHARS:
                 user = accounts.authenticate(session=session, username=name, password=password)
                 found = None if user is None else (user.id, user.session_epoch, user.username)
+                one_time = user is not None and user.must_change_password
             else:
-                found = None
+                found, one_time = None, False
         if locked is not None:
             log.warning("login refused while locked: %r from %s", key, address or "an unknown address")
             return LoginOutcome(refusal=locked[0], retry_after_s=max(1, int((locked[1] - now).total_seconds())))
+        if one_time and not new_password:
+            return LoginOutcome(username=found[2], must_change_password=True,
+                                refusal="That was a one-time password: choose a new one to sign in.")  # fmt: skip
+        if one_time:
+            try:  # the new password is set, and the epoch moves on, before the session opens under it
+                found = self._transaction(lambda session: self._replace_one_time(session, found[0], password,
+                                                                                 new_password))  # fmt: skip
+            except ValueError as error:
+                return LoginOutcome(username=name, must_change_password=True, refusal=_sentence(error))
         token = new_token() if found else None
 
         def record(session: Session) -> None:
@@ -117,6 +136,27 @@ class Service:
         if found is None:
             return LoginOutcome(refusal="Wrong username or password.")
         return LoginOutcome(token=token, username=found[2])
+
+    @staticmethod
+    def _replace_one_time(session: Session, user_id: int, old: str, new: str) -> tuple[int, int, str]:
+        user = accounts.change_password(session=session, user_id=user_id, old=old, new=new)
+        return user.id, user.session_epoch, user.username
+
+    def change_password(self, user_id: int, old: str, new: str, token: str | None = None) -> None:
+        """The user's own new password, given the current one; every other session of the account ends, the one
+        behind ``token`` (theirs) goes on. ValidationFailed says what was wrong."""
+        if len(old) > MAX_PASSWORD_CHARS:
+            raise ValidationFailed("The current password is wrong.")
+        keep = self.login.hash_token(token) if token else None
+
+        def action(session: Session) -> None:
+            self._active_user(session, user_id)
+            try:
+                accounts.change_password(session=session, user_id=user_id, old=old, new=new, keep_token_hash=keep)
+            except ValueError as error:
+                raise ValidationFailed(_sentence(error)) from None
+
+        self._transaction(action)
 
     def _locked(self, session: Session, key: str, address: str, now: datetime) -> tuple[str, datetime] | None:
         """(what to tell the person, until when) while the account name or the address has too many recent

@@ -74,7 +74,8 @@ class AdminService(Service):
         return self._transaction(action)
 
     def create_user(self, actor_id: int, username: str, role: str = "rater", domains: Sequence[str] = ()) -> str:
-        """Create an account and return its generated password, to be shown once."""
+        """Create an account and return its generated one-time password, to be shown once: the first sign-in
+        replaces it."""
         password = accounts.new_password()
 
         def action(session: Session) -> None:
@@ -86,9 +87,10 @@ class AdminService(Service):
             except ValidationError as error:
                 raise ValidationFailed(message(error)) from None
             try:
-                accounts.create_user(session=session, user=user, actor_id=actor_id)
+                created = accounts.create_user(session=session, user=user, actor_id=actor_id)
             except ValueError as error:  # the name is taken
                 raise ValidationFailed(f"The {error}; choose another username.") from None
+            created.must_change_password = True
 
         self._transaction(action)
         return password
@@ -114,12 +116,14 @@ class AdminService(Service):
         return self._transaction(action)
 
     def reset_password(self, actor_id: int, username: str) -> str:
-        """Give the account a new generated password, to be shown once; every session of the account ends."""
+        """Give the account a new generated one-time password, to be shown once: every session of the account ends,
+        and the next sign-in must replace it."""
         password = accounts.new_password()
 
         def action(session: Session) -> None:
             user = self._other_user(session, actor_id, username, "reset the password of")
-            accounts.set_password(session=session, user_id=user.id, password=password, actor_id=actor_id)
+            accounts.set_password(session=session, user_id=user.id, password=password, actor_id=actor_id,
+                                  must_change=True)  # fmt: skip
 
         self._transaction(action)
         return password

@@ -21,6 +21,7 @@ from studio import server
 from studio.leads import LeadService
 from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
+from studio.tabs.account import build_account_tab
 from studio.tabs.compare import build_compare_tab
 from studio.tabs.lead import build_lead_tabs, lead_visibility
 from studio.tabs.rater import RATER_EVENTS
@@ -47,17 +48,23 @@ def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = D
         with gr.Row(equal_height=True, elem_id="concord-header"):
             gr.Markdown("## Concord", scale=1)
             whoami = gr.Markdown(elem_id="concord-user", scale=2)
-            if hf_oauth_enabled():
-                gr.LoginButton(scale=1)
             campaign = gr.Dropdown(
                 label="Campaign", show_label=False, container=False, choices=[], scale=2, elem_id="concord-campaign"
             )
+            if hf_oauth_enabled():
+                gr.LoginButton(scale=1)
+            else:  # studio.server's route: ends this session, then shows the login page
+                gr.Button("Log out", link="logout", link_target="_self", size="sm", scale=0, min_width=90,
+                          elem_id="concord-logout")  # fmt: skip
         with gr.Tabs():
             with gr.Tab("Compare", id="compare") as compare:
                 build_compare_tab(service, campaign, compare)
             with gr.Tab("Write", id="write") as write:
                 build_write_tab(service, campaign, write)
             lead_tabs = build_lead_tabs(leads, exports_dir)
+            if not hf_oauth_enabled():  # a Hugging Face sign-in has no Concord password
+                with gr.Tab("Account", id="account", elem_id="account-tab"):
+                    build_account_tab(service)
 
         def on_load(request: gr.Request, profile: gr.OAuthProfile | None):
             try:

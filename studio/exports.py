@@ -70,7 +70,7 @@ class ExportService(Service):
         self, actor_id: int, campaign_id: int, *, out_dir: Path, kind: str = "preference", policy: str = "majority",
         min_agreement: float = 0.0, exclude_flagged_raters: bool = False, keep_ties: bool = False,
         keep_both_bad: bool = False, use_prior: bool = True, include_calibration: str = "none",
-        test_fraction: float = 0.1, push_to_hub: str | None = None,
+        test_fraction: float = 0.1, push_to_hub: str | None = None, include_unreviewed: bool = False,
     ) -> ExportPreview:  # fmt: skip
         """Export the campaign (storage.export.export_campaign, every option of ``launch.py export``), then return
         a preview: the first rows of the train split, the dataset card and a .zip of the folder. Audited by storage.
@@ -83,6 +83,7 @@ class ExportService(Service):
             min_agreement=min_agreement, exclude_flagged_raters=exclude_flagged_raters, keep_ties=keep_ties,
             keep_both_bad=keep_both_bad, use_prior=use_prior, include_calibration=include_calibration,
             test_fraction=test_fraction, push_to_hub=push_to_hub, actor_id=actor_id,
+            include_unreviewed=include_unreviewed,
         )  # fmt: skip
         return _preview(result)
 

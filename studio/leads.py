@@ -1,5 +1,6 @@
 """What campaign leads (and admins) do: set campaigns up, import, choose members, mark calibration items, read the
-quality report, adjudicate disagreements and export (studio.exports). No UI code.
+quality report (raters by name), adjudicate disagreements, review demonstrations (studio.reviews) and export
+(studio.exports). No UI code.
 
 Every public method takes the acting user's id first and checks in the service that they may act: the campaign's
 leads and admins for campaign actions, admins for accounts (studio.admin). Each is one transaction, except import
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage import campaigns, imports, members, review
 from storage.imports import ImportReport
@@ -35,6 +36,7 @@ from storage.review import Decision, JudgmentView, PairDetail, PairSummary
 from studio.access import PermissionDenied
 from studio.admin import AdminService, clean_domains
 from studio.exports import ExportService
+from studio.reviews import ReviewService
 from studio.validation import ValidationFailed, message
 
 __all__ = ["Decision", "JudgmentView", "LeadService", "MemberRow", "PairDetail", "PairSummary"]
@@ -50,6 +52,16 @@ class MemberRow:
 
 def _member_row(user: User, role: str) -> MemberRow:
     return MemberRow(username=user.username, role=str(role), domains=list(user.domains), active=user.active)
+
+
+def with_names(report: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The quality report as its leads read it: every rater entry gets a ``name`` (their username, by pseudonym) and
+    the disagreements' votes are keyed by name. Exports and the command line keep pseudonyms."""
+    for entry in [*report["raters"], *report["flags"], *report["not_enough_evidence"]]:
+        entry["name"] = names.get(entry["pseudonym"], entry["pseudonym"])
+    for row in report["disagreements"]:
+        row["votes"] = {names.get(who, who): vote for who, vote in row["votes"].items()}
+    return report
 
 
 def _check_preference(preference: int) -> None:
@@ -71,9 +83,9 @@ def _calibration_item(
         raise ValidationFailed(message(error)) from None
 
 
-class LeadService(AdminService, ExportService):
+class LeadService(AdminService, ExportService, ReviewService):
     """The leads' and admins' actions; the admins' own (accounts) come from AdminService, exports from
-    ExportService."""
+    ExportService, the review of demonstrations from ReviewService."""
 
     def _lead_of_pair(self, session: Session, actor_id: int, pair_id: int) -> tuple[User, Pair]:
         pair = session.get(Pair, pair_id)
@@ -232,11 +244,16 @@ class LeadService(AdminService, ExportService):
         return self._transaction(action)
 
     def quality(self, actor_id: int, campaign_id: int, n_boot: int = 200) -> dict[str, Any]:
-        """The campaign's quality report (storage.frames.quality_report); ValueError while it has no judgments."""
+        """The campaign's quality report (storage.frames.quality_report) with each rater's username beside their
+        pseudonym (``with_names``); ValueError while it has no judgments."""
         from storage.frames import quality_report  # pandas and the statistics load only when a lead asks
 
         name = self._transaction(lambda session: self._lead_of(session, actor_id, campaign_id)[1].name)
-        return quality_report(engine=self.engine, campaign=name, n_boot=n_boot)
+        report = quality_report(engine=self.engine, campaign=name, n_boot=n_boot)
+        ids = [r["rater"] for r in report["raters"]]
+        with Session(self.engine) as session:
+            names = dict(session.exec(select(User.pseudonym, User.username).where(col(User.id).in_(ids))).all())
+        return with_names(report, names)
 
     def pair_detail(self, actor_id: int, pair_id: int) -> PairDetail:
         """The pair, every current judgment of it, its calibration item and newest adjudication."""

@@ -8,8 +8,9 @@ table, which mapped a cookie to a bare username forever, is never used.
 
 Routes:
 - ``POST /login``: form fields ``username`` and ``password``. 200 and an HttpOnly, SameSite session cookie (Secure
-  when served over HTTPS); 400 for a wrong password; 429 with ``Retry-After`` while the account or address is locked.
-  The JSON ``detail`` says which, in words for the person.
+  when served over HTTPS); 400 for a wrong password; 429 with ``Retry-After`` while the account or address is locked;
+  403 with ``"change_password": true`` for a right one-time password (an admin's reset), which signs in only with a
+  ``new_password`` field replacing it. The JSON ``detail`` says which, in words for the person.
 - ``GET /logout``: ends this session and returns to the login page.
 - ``GET /exports/<id>.zip``: the export's .zip for the leads of its campaign and admins; 401 without a session, 403
   for anyone else, 409 (a page saying why, with a link to confirm) for a stale export unless ``?stale=ok``.
@@ -96,7 +97,10 @@ async def _login(service: Service, request: Request) -> Response:
     form = await request.form()
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     address = request.client.host if request.client else ""
-    outcome = await run_in_threadpool(service.log_in, username, password, address)
+    new_password = str(form.get("new_password") or "") or None
+    outcome = await run_in_threadpool(service.log_in, username, password, address, new_password)
+    if outcome.must_change_password:
+        return JSONResponse({"detail": outcome.refusal, "change_password": True}, status_code=403)
     if outcome.token is None:
         locked = outcome.retry_after_s > 0
         headers = {"Retry-After": str(outcome.retry_after_s)} if locked else None

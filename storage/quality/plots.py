@@ -16,6 +16,12 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
+def _label(rater: dict[str, Any]) -> str:
+    """A rater as a plot names them: the username a lead's report carries (studio.leads.with_names), else the
+    pseudonym."""
+    return rater.get("name") or rater["pseudonym"]
+
+
 def _plot_over_time(report: dict[str, Any], figure) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
@@ -34,6 +40,8 @@ def _plot_over_time(report: dict[str, Any], figure) -> None:
         ax.axhline(level, color="grey", linestyle=":", linewidth=1)
         ax.annotate(text, (1, level), xycoords=("axes fraction", "data"), ha="right", va="bottom", color="grey")
     ax.xaxis.set_major_formatter(ConciseDateFormatter(AutoDateLocator()))
+    if ends.min() == ends.max():  # one point: matplotlib would spread the axis over years around it
+        ax.set_xlim(ends.min() - pd.Timedelta(hours=12), ends.max() + pd.Timedelta(hours=12))
     ax.set(ylim=(lowest - 0.05, 1), ylabel="Krippendorff's alpha", title="Agreement over time",
            xlabel=f"time of the last judgment in each chunk of about {points[0]['n_items']} pairs")  # fmt: skip
     ax.legend(loc="lower left")
@@ -57,7 +65,7 @@ def _plot_calibration(report: dict[str, Any], figure) -> None:
         ax.text(x, y, "-" if np.isnan(value) else f"{value:.0%}\nn={cells[y][x][1]}", ha="center", va="center",
                 fontsize=8)  # fmt: skip
     ax.set_xticks(range(len(kinds) + 1), ["all"] + [k.replace("_", "\n") for k in kinds])
-    ax.set_yticks(range(len(raters)), [r["pseudonym"] for r in raters])
+    ax.set_yticks(range(len(raters)), [_label(r) for r in raters])
     for label, r in zip(ax.get_yticklabels(), raters, strict=True):
         label.set_color("tab:red" if "low_calibration" in r["flags"] else "black")
     ax.xaxis.tick_top()
@@ -81,7 +89,7 @@ def _plot_position(report: dict[str, Any], figure) -> None:
         if mask.any():
             ax.errorbar(rate[mask], y[mask], xerr=[rate[mask] - low[mask], high[mask] - rate[mask]], fmt="o",
                         color=colour, capsize=3, label=label)  # fmt: skip
-    ax.set_yticks(y, [r["pseudonym"] for r in raters])
+    ax.set_yticks(y, [_label(r) for r in raters])
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="share of decided judgments choosing the response shown on the left",
            title="Position bias")  # fmt: skip

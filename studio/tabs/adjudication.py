@@ -1,6 +1,6 @@
 """Adjudication: the pairs raters disagree on; open one to read the prompt, both responses and every judgment with
 its reasoning, then record a final decision (which exports use in place of the consensus), or make it a
-calibration item. Everything raters wrote is shown as plain text."""
+calibration item. Everything raters wrote is shown as plain text; raters by name (exports keep pseudonyms)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from storage.models import CalibrationKind
 from studio.leads import LeadService, PairDetail
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, shown_to_user
+from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 
 SCALE = [("A much better", -2), ("A better", -1), ("Tie", 0), ("B better", 1), ("B much better", 2)]
 SCALE_NAMES = dict((value, name) for name, value in SCALE)
@@ -39,7 +39,7 @@ def conversation_text(messages: list[dict]) -> str:
 def judgments_frame(detail: PairDetail) -> pd.DataFrame:
     """Each current judgment on the A/B scale, with its reasoning, as a table."""
     rows = [
-        [j.rater, f"{j.preference:+d} {SCALE_NAMES[j.preference]}", j.both_bad, j.confidence, j.reasoning,
+        [j.rater_name, f"{j.preference:+d} {SCALE_NAMES[j.preference]}", j.both_bad, j.confidence, j.reasoning,
          ", ".join(f"{name} {score}" for name, score in j.criteria.items()), round(j.time_on_task_s),
          j.left.upper(), j.guideline_version]
         for j in detail.judgments
@@ -80,7 +80,7 @@ def _pair_view() -> tuple:
         label="Judgments (preference: -2 A much better .. +2 B much better)",
         interactive=False,
         wrap=True,
-        column_widths=["13%", "12%", "6%", "6%", "35%", "13%", "5%", "4%", "6%"],
+        column_widths=["12%", "12%", "6%", "6%", "31%", "13%", "6%", "5%", "9%"],
         elem_id="adjudication-judgments",
     )
     return summary, prompt, response_a, response_b, judgments
@@ -94,8 +94,10 @@ def _decision_form() -> tuple:
         with gr.Row(equal_height=True):
             make_calibration = gr.Checkbox(label="Also make it a calibration item", elem_id="adjudication-calibrate")
             kind = gr.Dropdown(KINDS, value=KINDS[0], label="Calibration kind", elem_id="adjudication-kind")
-    record = gr.Button("Record decision", variant="primary", elem_id="adjudication-record")
-    return decision, both_bad, note, make_calibration, kind, record
+    with gr.Row(equal_height=True):
+        record = gr.Button("Record decision", variant="primary", scale=0, min_width=200, elem_id="adjudication-record")
+        status = status_line("adjudication-status")
+    return decision, both_bad, note, make_calibration, kind, record, status
 
 
 def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
@@ -108,7 +110,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         pair_id = gr.Number(None, label="Pair id", precision=0, elem_id="adjudication-pair-id")
         open_pair = gr.Button("Open pair", elem_id="adjudication-open")
     summary, prompt, response_a, response_b, judgments = _pair_view()
-    decision, both_bad, note, make_calibration, kind, record = _decision_form()
+    decision, both_bad, note, make_calibration, kind, record, status = _decision_form()
 
     def on_list(campaign_id, disagreed_only, request: gr.Request, profile: Profile):
         with shown_to_user():
@@ -132,6 +134,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             note: latest.note if latest else "",
         }
 
+    @said_beside(status)
     def on_record(chosen, preference, bad, text, calibrate, calibration_kind, request: gr.Request,
                   profile: Profile) -> dict:  # fmt: skip
         if chosen is None or preference is None:
@@ -140,7 +143,8 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             actor = current_user(leads, request, profile)
             leads.adjudicate(actor, int(chosen), preference=preference, both_bad=bad, note=text,
                              make_calibration=calibrate, kind=calibration_kind)  # fmt: skip
-        return {**on_open(chosen, request, profile), make_calibration: False}
+        decided = f"Recorded: pair {int(chosen)} is {SCALE_NAMES[preference]}{' (both bad)' if bad else ''}."
+        return {**on_open(chosen, request, profile), make_calibration: False, status: decided}
 
     detail_outputs = [summary, prompt, response_a, response_b, judgments, decision, both_bad, note]
     listing.click(on_list, [campaign, only_disagreed], pairs, api_name="lead_disagreements", **LEAD_EVENTS)
@@ -149,4 +153,4 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     )
     open_pair.click(on_open, pair_id, detail_outputs, api_name="lead_pair_detail", **LEAD_EVENTS)
     record.click(on_record, [pair_id, decision, both_bad, note, make_calibration, kind],
-                 [*detail_outputs, make_calibration], api_name="lead_adjudicate", **LEAD_EVENTS)  # fmt: skip
+                 [*detail_outputs, make_calibration, status], api_name="lead_adjudicate", **LEAD_EVENTS)  # fmt: skip

@@ -1,5 +1,6 @@
-"""Campaigns: the selected campaign's settings (saved as an edit, or as a new campaign), importing a file into it,
-marking calibration items among its pairs, and its members."""
+"""Campaigns: the selected campaign's settings (kind included: saved as an edit, or as a new campaign), importing a
+file into it, marking calibration items among its pairs, and its members. Each section says beside its button what
+was refused and why (studio.tabs.events.said_beside)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from storage.models import CalibrationKind, CalibrationMode, CampaignCreate, Cam
 from studio.leads import LeadService
 from studio.login import current_user
 from studio.tabs.adjudication import PAIR_COLUMNS, SCALE, first_cell, pairs_frame
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, shown_to_user
+from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 from studio.tabs.users import split_list
 from studio.validation import message
 
@@ -19,7 +20,13 @@ FORMATS = [("detect from the file", ""), "prompts", "pairs", "hh-rlhf", "oasst",
 KNOWN_AS = [("a prior label", "prior"), ("a calibration item", "calibration"), ("nothing", "none")]
 MEMBER_COLUMNS = ["username", "role", "domains", "active"]
 SETTINGS = ["guidelines", "rubric", "overlap_k", "calibration_rate", "calibration_mode", "min_reasoning_chars",
-            "domains", "consent_text", "calibration_threshold", "calibration_window", "probation"]  # fmt: skip
+            "domains", "consent_text", "calibration_threshold", "calibration_window", "probation", "kind",
+            "criteria_required"]  # fmt: skip
+KINDS = [
+    ("preference: raters compare pairs", "preference"),
+    ("demonstration: raters write responses", "demonstration"),
+    ("both: compare and write", "both"),
+]
 LISTS = {"rubric", "domains"}
 
 
@@ -34,7 +41,13 @@ def schema(model, **values):
     try:
         return model(**values)
     except ValidationError as error:
-        raise gr.Error(message(error)) from None
+        raise gr.Error(message(error), print_exception=False) from None
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """Every campaign kind, described where a description exists."""
+    described = dict((value, label) for label, value in KINDS)
+    return [(described.get(kind.value, kind.value), kind.value) for kind in CampaignKind]
 
 
 def members_frame(rows) -> pd.DataFrame:
@@ -42,6 +55,11 @@ def members_frame(rows) -> pd.DataFrame:
 
 
 def _settings_form() -> list:
+    with gr.Row():
+        kind = gr.Dropdown(kind_choices(), value="preference", label="Kind (what raters do; imports never change it "
+                           "once set)", elem_id="campaigns-kind")  # fmt: skip
+        required = gr.Checkbox(False, label="Rubric criteria required: a judgment must score every criterion",
+                               elem_id="campaigns-criteria-required")  # fmt: skip
     guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=6, elem_id="campaigns-guidelines")
     with gr.Row():
         rubric = gr.Textbox(label="Rubric criteria (comma-separated)", elem_id="campaigns-rubric")
@@ -63,7 +81,8 @@ def _settings_form() -> list:
         consent = gr.Textbox(label="Consent text (empty: none asked)", lines=3, scale=3, elem_id="campaigns-consent")
         probation = gr.Checkbox(True, label="Probation: flagged raters see only calibration items until they pass",
                                 elem_id="campaigns-probation")  # fmt: skip
-    return [guidelines, rubric, overlap_k, rate, mode, min_chars, domains, consent, threshold, window, probation]
+    return [guidelines, rubric, overlap_k, rate, mode, min_chars, domains, consent, threshold, window, probation, kind,
+            required]  # fmt: skip
 
 
 def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
@@ -71,11 +90,11 @@ def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
         "Pick a campaign to edit it, or fill in the form and create one.", elem_id="campaigns-versions"
     )
     form = _settings_form()
-    with gr.Row():
+    with gr.Row(equal_height=True):
         save = gr.Button("Save changes", variant="primary", elem_id="campaigns-save")
         name = gr.Textbox(label="New campaign name", elem_id="campaigns-new-name")
-        kind = gr.Dropdown([k.value for k in CampaignKind], value="preference", label="Kind", elem_id="campaigns-kind")
         create = gr.Button("Create as a new campaign", elem_id="campaigns-create")
+    status = status_line("campaigns-status")
 
     def show(settings) -> dict:
         values = settings.model_dump()
@@ -92,26 +111,27 @@ def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
         with shown_to_user():
             return show(leads.campaign(current_user(leads, request, profile), need_campaign(campaign_id)))
 
-    def on_save(
-        request: gr.Request, profile: Profile, campaign_id, *values
-    ) -> dict:  # Gradio injects the request first
+    @said_beside(status)
+    def on_save(request: gr.Request, profile: Profile, campaign_id, *values) -> dict:  # Gradio injects the request
         changes = schema(CampaignUpdate, **settings_values(values))
         with shown_to_user():
-            return show(
-                leads.update_campaign(current_user(leads, request, profile), need_campaign(campaign_id), changes)
-            )
+            actor, campaign_id = current_user(leads, request, profile), need_campaign(campaign_id)
+            return {**show(leads.update_campaign(actor, campaign_id, changes)), status: "Saved."}
 
-    def on_create(request: gr.Request, profile: Profile, new_name, new_kind, *values) -> dict:
-        settings = schema(CampaignCreate, name=(new_name or "").strip(), kind=new_kind, **settings_values(values))
+    @said_beside(status)
+    def on_create(request: gr.Request, profile: Profile, new_name, *values) -> dict:
+        settings = schema(CampaignCreate, name=(new_name or "").strip(), **settings_values(values))
         with shown_to_user():
             actor = current_user(leads, request, profile)
             created = leads.create_campaign(actor, settings)
-            return {campaign: gr.Dropdown(choices=leads.led_campaigns(actor), value=created), name: ""}
+            choices = leads.led_campaigns(actor)
+        return {campaign: gr.Dropdown(choices=choices, value=created), name: "",
+                status: f"Created campaign **{settings.name}**."}  # fmt: skip
 
     outputs = [versions, *form]
     campaign.change(on_select, campaign, outputs, api_name="lead_campaign", **LEAD_EVENTS)
-    save.click(on_save, [campaign, *form], outputs, api_name="lead_update_campaign", **LEAD_EVENTS)
-    create.click(on_create, [name, kind, *form], [campaign, name], api_name="lead_create_campaign", **LEAD_EVENTS)
+    save.click(on_save, [campaign, *form], [*outputs, status], api_name="lead_update_campaign", **LEAD_EVENTS)
+    create.click(on_create, [name, *form], [campaign, name, status], api_name="lead_create_campaign", **LEAD_EVENTS)
 
 
 def _import_section(leads: LeadService, campaign: gr.Dropdown) -> None:
@@ -124,19 +144,23 @@ def _import_section(leads: LeadService, campaign: gr.Dropdown) -> None:
             drop_identical = gr.Checkbox(label="Skip pairs whose two responses are identical",
                                          elem_id="campaigns-import-drop-identical")  # fmt: skip
             run = gr.Button("Import", variant="primary", elem_id="campaigns-import")
+    status = status_line("campaigns-import-status")
     report = gr.Textbox(label="Import report", lines=2, interactive=False, elem_id="campaigns-import-report")
 
-    def on_import(campaign_id, path, fmt_, known, drop, request: gr.Request, profile: Profile) -> str:
+    @said_beside(status)
+    def on_import(campaign_id, path, fmt_, known, drop, request: gr.Request, profile: Profile) -> dict:
         if not path:
             raise gr.Error("Choose a file to import first.")
         with shown_to_user():  # ImportFailed: the file, line and field, word for word; nothing was written
             actor = current_user(leads, request, profile)
             done = leads.import_file(actor, need_campaign(campaign_id), path, fmt=fmt_ or None, known_as=known,
                                      drop_identical=drop)  # fmt: skip
-        return done.summary()
+            kind = leads.campaign(actor, campaign_id).kind
+        return {report: done.summary(), status: f"Imported. The campaign is a **{kind}** campaign: change its kind "
+                "under Settings if raters should do something else."}  # fmt: skip
 
     inputs = [campaign, upload, fmt, known_as, drop_identical]
-    run.click(on_import, inputs, report, api_name="lead_import", **LEAD_EVENTS)
+    run.click(on_import, inputs, [report, status], api_name="lead_import", **LEAD_EVENTS)
 
 
 def _calibration_section(leads: LeadService, campaign: gr.Dropdown) -> None:
@@ -150,7 +174,10 @@ def _calibration_section(leads: LeadService, campaign: gr.Dropdown) -> None:
     accepted = gr.CheckboxGroup(SCALE, label="Also accepted", elem_id="campaigns-calibration-accepted")
     explanation = gr.Textbox(label="Explanation shown to raters in training mode", lines=2,
                              elem_id="campaigns-calibration-explanation")  # fmt: skip
-    mark = gr.Button("Mark as calibration item", variant="primary", elem_id="campaigns-mark-calibration")
+    with gr.Row(equal_height=True):
+        mark = gr.Button("Mark as calibration item", variant="primary", scale=0, min_width=240,
+                         elem_id="campaigns-mark-calibration")  # fmt: skip
+        status = status_line("campaigns-calibration-status")
 
     def on_pairs(campaign_id, request: gr.Request, profile: Profile):
         if campaign_id in (None, ""):
@@ -158,18 +185,19 @@ def _calibration_section(leads: LeadService, campaign: gr.Dropdown) -> None:
         with shown_to_user():
             return pairs_frame(leads.pairs(current_user(leads, request, profile), need_campaign(campaign_id)))
 
-    def on_mark(campaign_id, chosen, kind_, expected_, accepted_, text, request: gr.Request, profile: Profile):
+    @said_beside(status)
+    def on_mark(campaign_id, chosen, kind_, expected_, accepted_, text, request: gr.Request, profile: Profile) -> dict:
         if chosen is None or expected_ is None:
             raise gr.Error("Give the pair id and its expected answer.")
         with shown_to_user():
             actor = current_user(leads, request, profile)
             leads.mark_calibration(actor, int(chosen), expected=expected_, accepted=list(accepted_ or []),
                                    kind=kind_, explanation=text or "")  # fmt: skip
-        return on_pairs(campaign_id, request, profile)
+        return {pairs: on_pairs(campaign_id, request, profile), status: f"Pair {int(chosen)} is a calibration item."}
 
     campaign.change(on_pairs, campaign, pairs, api_name="lead_pairs", **LEAD_EVENTS)
     pairs.select(first_cell, None, pair_id, api_visibility="private", **LEAD_EVENTS)
-    mark.click(on_mark, [campaign, pair_id, kind, expected, accepted, explanation], pairs,
+    mark.click(on_mark, [campaign, pair_id, kind, expected, accepted, explanation], [pairs, status],
                api_name="lead_mark_calibration", **LEAD_EVENTS)  # fmt: skip
 
 
@@ -188,6 +216,7 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
             label="The rater's domains (comma-separated)", scale=3, elem_id="campaigns-member-domains"
         )
         set_domains = gr.Button("Set domains", elem_id="campaigns-set-domains")
+    status = status_line("campaigns-members-status")
 
     def on_members(campaign_id, request: gr.Request, profile: Profile):
         if campaign_id in (None, ""):
@@ -196,7 +225,8 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
             return members_frame(leads.members(current_user(leads, request, profile), need_campaign(campaign_id)))
 
     def on_change(action: str):  # one handler for three buttons (functools.partial hides the request's type)
-        def handler(campaign_id, name, role_, domains_, request: gr.Request, profile: Profile):
+        @said_beside(status)
+        def handler(campaign_id, name, role_, domains_, request: gr.Request, profile: Profile) -> dict:
             with shown_to_user():
                 actor, name = current_user(leads, request, profile), (name or "").strip()
                 campaign_id = need_campaign(campaign_id)
@@ -206,7 +236,9 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
                     leads.unassign(actor, campaign_id, name)
                 else:
                     leads.set_domains(actor, campaign_id, name, split_list(domains_))
-            return on_members(campaign_id, request, profile)
+            done = {"assign": f"**{name}** is a {role_} here.", "unassign": f"**{name}** is off this campaign.",
+                    "set_domains": f"**{name}**'s domains are set."}[action]  # fmt: skip
+            return {table: on_members(campaign_id, request, profile), status: done}
 
         return handler
 
@@ -218,7 +250,7 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
     campaign.change(on_members, campaign, table, api_name="lead_members", **LEAD_EVENTS)
     table.select(on_pick, None, [username, role, domains], api_visibility="private", **LEAD_EVENTS)
     for button, action in ((assign, "assign"), (unassign, "unassign"), (set_domains, "set_domains")):
-        button.click(on_change(action), inputs, table, api_name=f"lead_{action}", **LEAD_EVENTS)
+        button.click(on_change(action), inputs, [table, status], api_name=f"lead_{action}", **LEAD_EVENTS)
 
 
 def build_campaigns_tab(leads: LeadService, campaign: gr.Dropdown) -> None:

@@ -1,9 +1,17 @@
-"""What the lead and admin tabs share: their own concurrency group, and user mistakes shown as Gradio errors."""
+"""What the lead and admin tabs share: their own concurrency group, and refusals said in words.
+
+A refused or invalid action is said beside the form (``said_beside``): the form stays as it was, nothing is covered
+with Gradio's red error badges, and what was typed is still there to fix. A permission refusal is an error (a
+toast; API callers get an exception), since nothing on the form can fix it. Neither logs a traceback: a person's
+mistake is not a server fault.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import gradio as gr
 
@@ -18,6 +26,13 @@ Profile = gr.OAuthProfile | None
 """How a handler asks for the Hugging Face sign-in (``studio.login.current_user``); Gradio fills it in, or None."""
 
 USER_ERRORS = (PermissionDenied, ValidationFailed, ImportFailed, LookupError)
+FORM_ERRORS = (ValidationFailed, ImportFailed, LookupError)  # what a person fixes on the form itself
+
+
+def _text(error: Exception) -> str:
+    if isinstance(error, gr.Error):
+        return error.message
+    return error.args[0] if isinstance(error, LookupError) and error.args else str(error)
 
 
 @contextmanager
@@ -26,10 +41,43 @@ def shown_to_user(*also: type[Exception]) -> Iterator[None]:
     try:
         yield
     except (*USER_ERRORS, *also) as error:
-        raise gr.Error(error.args[0] if isinstance(error, LookupError) and error.args else str(error)) from error
+        raise gr.Error(_text(error), print_exception=False) from error
+
+
+def refusal(error: Exception | str) -> str:
+    """A refusal as the Markdown of a status line."""
+    return f"**Not done:** {error if isinstance(error, str) else _text(error)}"
+
+
+def said_beside(status: gr.Markdown, *also: type[Exception]) -> Callable:
+    """Decorate a handler that returns ``{component: value}``: a form error (and errors of the ``also`` types) comes
+    back as ``{status: why}`` with every other output left as it was; a success clears ``status`` unless the handler
+    set it. Permission refusals still raise (``shown_to_user``)."""
+
+    def decorate(handler: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(handler)
+        def run(*args: Any, **kwargs: Any) -> dict:
+            try:
+                result = handler(*args, **kwargs)
+            except gr.Error as error:
+                if isinstance(error.__cause__, PermissionDenied):
+                    raise
+                return {status: refusal(error)}
+            except (*FORM_ERRORS, *also) as error:
+                return {status: refusal(error)}
+            return {status: "", **result}
+
+        return run
+
+    return decorate
+
+
+def status_line(elem_id: str) -> gr.Markdown:
+    """Where a form's refusals and results are said, beside its button."""
+    return gr.Markdown(elem_id=elem_id, elem_classes=["concord-status"])
 
 
 def need_campaign(campaign_id: int | None) -> int:
     if campaign_id in (None, ""):
-        raise gr.Error("Pick a campaign first.")
+        raise gr.Error("Pick a campaign first.", print_exception=False)
     return campaign_id

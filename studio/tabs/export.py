@@ -19,7 +19,7 @@ import pandas as pd
 from studio.exports import ExportSummary
 from studio.leads import LeadService
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, shown_to_user
+from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 
 KINDS = [
     ("preference (DPO): prompt, chosen, rejected", "preference"),
@@ -108,10 +108,13 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
         use_prior = gr.Checkbox(value=True, label="Use labels known at import", elem_id="export-use-prior")
         calibration_items = gr.Dropdown(CALIBRATION_ITEMS, value="none", label="Calibration (gold) items",
                                         elem_id="export-calibration")  # fmt: skip
+        unreviewed = gr.Checkbox(label="Also demonstrations no lead has reviewed yet (sft only; rejected ones never)",
+                                 elem_id="export-include-unreviewed")  # fmt: skip
     with gr.Row():
         push_to_hub = gr.Textbox(label="Also push to the Hugging Face Hub (repo id, optional)", scale=3,
                                  elem_id="export-push-to-hub")  # fmt: skip
         run = gr.Button("Run export", variant="primary", scale=1, elem_id="export-run")
+    refused = status_line("export-refused")
     with gr.Row():
         status = gr.Textbox(label="Result", interactive=False, scale=3, elem_id="export-status")
         download = gr.Markdown(label="Download (.zip)", container=True, scale=1, elem_id="export-file")
@@ -120,15 +123,17 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
     card = gr.Markdown(label="Dataset card", container=True, sanitize_html=True, elem_id="export-card")
     listing = gr.Markdown(label="Exports of this campaign", container=True, elem_id="export-list")
 
+    @said_beside(refused, ValueError, FileExistsError)  # storage's export names the bad option or the empty result
     def on_run(campaign_id, kind_, policy_, agreement, fraction, flagged, ties, both_bad, prior, calibration, hub,
-               request: gr.Request, profile: Profile) -> dict:  # fmt: skip
-        with shown_to_user(ValueError, FileExistsError):  # storage's export names the bad option or the empty result
+               include_unreviewed, request: gr.Request, profile: Profile) -> dict:  # fmt: skip
+        with shown_to_user():
             actor, campaign_id = current_user(leads, request, profile), need_campaign(campaign_id)
             result = leads.export(
                 actor, campaign_id, out_dir=export_folder(exports_dir, leads.campaign(actor, campaign_id).name, kind_),
                 kind=kind_, policy=policy_, min_agreement=float(agreement), test_fraction=float(fraction),
                 exclude_flagged_raters=flagged, keep_ties=ties, keep_both_bad=both_bad, use_prior=prior,
                 include_calibration=calibration, push_to_hub=(hub or "").strip() or None,
+                include_unreviewed=bool(include_unreviewed) and kind_ == "sft",
             )  # fmt: skip
         return {status: result.summary, preview: preview_frame(result.rows), card: card_markdown(result.card),
                 download: f"**Download:** {download_link(result.export_id, result.zip_path.name)}"}  # fmt: skip
@@ -138,8 +143,8 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
             return exports_markdown(leads.exports(current_user(leads, request, profile), need_campaign(campaign_id)))
 
     options = [kind, policy, min_agreement, test_fraction, exclude_flagged, keep_ties, keep_both_bad, use_prior,
-               calibration_items, push_to_hub]  # fmt: skip
-    ran = run.click(on_run, [campaign, *options], [status, preview, card, download], api_name="lead_export",
+               calibration_items, push_to_hub, unreviewed]  # fmt: skip
+    ran = run.click(on_run, [campaign, *options], [status, preview, card, download, refused], api_name="lead_export",
                     **LEAD_EVENTS)  # fmt: skip
     ran.success(on_list, campaign, listing, api_visibility="private", **LEAD_EVENTS)
     campaign.change(on_list, campaign, listing, api_name="lead_exports", **LEAD_EVENTS)

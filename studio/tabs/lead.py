@@ -1,5 +1,6 @@
-"""The lead and admin pages: a Lead tab (its own campaign picker over Campaigns, Quality, Adjudication and Export)
-and a Users tab. Both start hidden; the app's load handler shows them by role with ``lead_visibility``.
+"""The lead and admin pages: a Lead tab (its own campaign picker over Campaigns, Quality, Adjudication,
+Demonstrations and Export; a lead with no campaign is told how to get one) and a Users tab. Both start hidden; the
+app's load handler shows them by role with ``lead_visibility``.
 
 Hiding is for tidiness only: every handler asks the service, which refuses whoever may not act.
 """
@@ -14,10 +15,16 @@ from studio.leads import LeadService
 from studio.login import current_user
 from studio.tabs.adjudication import build_adjudication_tab
 from studio.tabs.campaigns import build_campaigns_tab
+from studio.tabs.demonstrations import build_demonstrations_tab
 from studio.tabs.events import LEAD_EVENTS, Profile, shown_to_user
 from studio.tabs.export import build_export_tab
 from studio.tabs.quality import build_quality_tab
 from studio.tabs.users import build_users_tab
+
+NO_CAMPAIGN = (
+    "**You lead no campaign yet.** Create one under *Campaigns*: fill in the settings, name it and press *Create as "
+    "a new campaign*, then import prompts or pairs into it. Or ask an admin to make you a lead of an existing one."
+)
 
 
 def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
@@ -29,6 +36,7 @@ def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
             allow_custom_value=True,  # the service, not the choice list, decides who may touch which campaign
             elem_id="lead-campaign",
         )
+        hint = gr.Markdown(visible=False, elem_id="lead-hint")
         with gr.Tabs():
             with gr.Tab("Campaigns", id="lead-campaigns", elem_id="lead-campaigns-tab"):
                 build_campaigns_tab(leads, campaign)
@@ -36,18 +44,21 @@ def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
                 build_quality_tab(leads, campaign)
             with gr.Tab("Adjudication", id="lead-adjudication", elem_id="lead-adjudication-tab"):
                 build_adjudication_tab(leads, campaign)
+            with gr.Tab("Demonstrations", id="lead-demonstrations", elem_id="lead-demonstrations-tab"):
+                build_demonstrations_tab(leads, campaign)
             with gr.Tab("Export", id="lead-export", elem_id="lead-export-tab"):
                 build_export_tab(leads, campaign, exports_dir)
     with gr.Tab("Users", id="users", visible=False, elem_id="users-tab") as users_tab:
         build_users_tab(leads, users_tab)
 
-    def on_open(current, request: gr.Request, profile: Profile):
+    def on_open(current, request: gr.Request, profile: Profile) -> dict:
         with shown_to_user():
             choices = leads.led_campaigns(current_user(leads, request, profile))
         ids = [value for _, value in choices]
-        return gr.Dropdown(choices=choices, value=current if current in ids else (ids[0] if ids else None))
+        value = current if current in ids else (ids[0] if ids else None)
+        return {campaign: gr.Dropdown(choices=choices, value=value), hint: gr.Markdown(NO_CAMPAIGN, visible=not ids)}
 
-    lead_tab.select(on_open, inputs=campaign, outputs=campaign, api_name="lead_campaigns", **LEAD_EVENTS)
+    lead_tab.select(on_open, inputs=campaign, outputs=[campaign, hint], api_name="lead_campaigns", **LEAD_EVENTS)
     return [lead_tab, users_tab]
 
 

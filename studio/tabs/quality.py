@@ -11,7 +11,7 @@ import pandas as pd
 from storage.quality.plots import report_figures
 from studio.leads import LeadService
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, shown_to_user
+from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 
 STATISTICS = {
     "alpha_ordinal": "Krippendorff's alpha, ordinal (-2..2)",
@@ -28,6 +28,11 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _name(rater: dict[str, Any]) -> str:
+    """A rater by name for their leads (studio.leads.with_names), by pseudonym where the report has no name."""
+    return rater.get("name") or rater["pseudonym"]
 
 
 def agreement_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -61,10 +66,8 @@ def summary_table(report: dict[str, Any]) -> pd.DataFrame:
 
 def flag_table(report: dict[str, Any]) -> pd.DataFrame:
     """Each flagged rater, then each without enough evidence yet, with the reasons in words against the thresholds."""
-    rows = [[flag["pseudonym"], "flagged", "; ".join(flag["reasons"])] for flag in report["flags"]]
-    rows += [
-        [r["pseudonym"], "not enough evidence yet", "; ".join(r["reasons"])] for r in report["not_enough_evidence"]
-    ]
+    rows = [[_name(flag), "flagged", "; ".join(flag["reasons"])] for flag in report["flags"]]
+    rows += [[_name(r), "not enough evidence yet", "; ".join(r["reasons"])] for r in report["not_enough_evidence"]]
     return pd.DataFrame(rows, columns=["rater", "status", "why"])
 
 
@@ -77,7 +80,8 @@ def rater_table(report: dict[str, Any]) -> pd.DataFrame:
         low, high = r["left_rate_ci"]
         rows.append(
             {
-                "rater": r["pseudonym"],
+                "rater": _name(r),
+                "pseudonym": r["pseudonym"],
                 "status": r["status"],
                 "judgments": r["n_judgments"],
                 "calibration (recent)": f"{_pct(r['calibration_accuracy'])} ({_pct(r['calibration_recent_accuracy'])})"
@@ -134,6 +138,7 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     with gr.Row():
         gr.Markdown("Agreement, raters and disagreements of the selected campaign, computed when you press *Refresh*.")
         refresh = gr.Button("Refresh", variant="primary", scale=0, min_width=160, elem_id="quality-refresh")
+    refused = status_line("quality-refused")
     with gr.Row():
         with gr.Column(scale=3):
             agreement = gr.Dataframe(label="Agreement (95% CI)", interactive=False, elem_id="quality-agreement")
@@ -161,8 +166,9 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     calibration = gr.Plot(label="Calibration accuracy by kind", elem_id="quality-plot-calibration")
     position = gr.Plot(label="Position bias", elem_id="quality-plot-position")
 
+    @said_beside(refused, ValueError)  # a campaign with no judgments yet has no report
     def on_refresh(campaign_id, request: gr.Request, profile: Profile) -> dict:
-        with shown_to_user(ValueError):  # a campaign with no judgments yet has no report
+        with shown_to_user():
             report = leads.quality(current_user(leads, request, profile), need_campaign(campaign_id))
         figures = report_figures(report)
         return {
@@ -177,5 +183,5 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             position: figures["position_bias"],
         }
 
-    outputs = [status, agreement, summary, raters, flags, disagreements, over_time, calibration, position]
+    outputs = [status, agreement, summary, raters, flags, disagreements, over_time, calibration, position, refused]
     refresh.click(on_refresh, inputs=campaign, outputs=outputs, api_name="lead_quality", **LEAD_EVENTS)

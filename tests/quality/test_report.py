@@ -221,3 +221,20 @@ def test_report_module_loads_neither_the_database_nor_matplotlib():
     loaded = {name.split(".")[0] for name in out.stdout.split()}
     assert "krippendorff" in loaded  # the import did pull in the metric core
     assert not loaded & {"sqlmodel", "sqlalchemy", "matplotlib"}
+
+
+def test_agreement_over_time_with_one_point_spans_a_day_and_raters_show_by_name_when_named(planted):
+    from matplotlib.dates import num2date
+
+    from storage.quality.plots import report_figures
+
+    _, _, report = planted
+    report = json.loads(json.dumps(report))
+    point = report["agreement_over_time"][-1]
+    report["agreement_over_time"] = [point]  # a campaign's first chunk of pairs
+    report["raters"][0]["name"] = "ada"
+    figures = report_figures(report)
+    low, high = (num2date(x) for x in figures["agreement_over_time"].axes[0].get_xlim())
+    assert pd.Timedelta(hours=23) < high - low < pd.Timedelta(hours=25)  # not 2025-2029 around one point
+    labels = [label.get_text() for label in figures["position_bias"].axes[0].get_yticklabels()]
+    assert "ada" in labels and report["raters"][0]["pseudonym"] not in labels

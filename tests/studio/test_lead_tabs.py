@@ -23,6 +23,8 @@ from storage.models import (
     CalibrationItem,
     Campaign,
     CampaignMember,
+    Demonstration,
+    DemonstrationReview,
     ExportRecord,
     Judgment,
     Pair,
@@ -36,7 +38,7 @@ from studio.server import launch_kwargs
 from studio.tabs.lead import build_lead_tabs, lead_visibility
 
 PASSWORD = "password1"
-SETTINGS = ["", "helpfulness, honesty", 2, 0.1, "training", 10, "", "", 0.7, 20, True]  # the settings form, in order
+SETTINGS = ["", "helpfulness, honesty", 2, 0.1, "training", 10, "", "", 0.7, 20, True, "preference", False]  # in order
 VOTES = [(-2, -1, -2), (1, 2, -1), (0, 1, -1), (-1, -1, 1), (2, 2, 2), (-2, 0, 2)]  # three raters, some disagreeing
 
 
@@ -76,6 +78,9 @@ def studio(tmp_path_factory):
         campaign_id = session.exec(select(Campaign.id)).one()
         session.add(CampaignMember(campaign_id=campaign_id, user_id=ids["lena"], role=Role.lead))
         _seed_judgments(session, campaign_id, [ids["ada"], ids["bo"], ids["cy"]])
+        prompt = session.exec(select(Prompt.id).where(Prompt.campaign_id == campaign_id).order_by(Prompt.id)).first()
+        session.add(Demonstration(prompt_id=prompt, messages=[{"role": "assistant", "content": "Hello."}],
+                                  rater_id=ids["ada"], guideline_version=1))  # fmt: skip
     leads = LeadService(engine)
     with gr.Blocks() as app, gr.Tabs():
         tabs = build_lead_tabs(leads, root / "exports")
@@ -96,7 +101,7 @@ def snapshot(engine) -> dict:
     with Session(engine) as session:
         counts = {model.__name__: session.exec(select(func.count()).select_from(model)).one()
                   for model in (Campaign, CampaignMember, CalibrationItem, Adjudication, Pair, Prompt, ExportRecord,
-                                Judgment, User, AuditEvent)}  # fmt: skip
+                                Judgment, User, AuditEvent, DemonstrationReview)}  # fmt: skip
         users = session.exec(select(User.username, User.role, User.active, User.domains)).all()
         calibration = session.exec(select(CalibrationItem.pair_id, CalibrationItem.expected)).all()
         campaigns = session.exec(select(Campaign.name, Campaign.rubric, Campaign.guidelines_version)).all()
@@ -109,15 +114,38 @@ def _first_pair(studio) -> int:
         return session.exec(select(Pair.id).where(Pair.campaign_id == studio["campaign"]).order_by(Pair.id)).first()
 
 
+def first_login(studio, name: str, one_time: str) -> str:
+    """Sign in with a one-time password the way the login page does: refused until a new password replaces it."""
+    url = studio["url"].rstrip("/")
+    refused = httpx.post(f"{url}/login", data={"username": name, "password": one_time})
+    assert refused.status_code == 403 and refused.json()["change_password"] is True
+    chosen = f"{name}'s own password"
+    form = {"username": name, "password": one_time, "new_password": chosen}
+    assert httpx.post(f"{url}/login", data=form).status_code == 200
+    return chosen
+
+
+def _first_demonstration(studio) -> int:
+    with Session(studio["engine"]) as session:
+        query = select(Demonstration.id).join(Prompt).where(Prompt.campaign_id == studio["campaign"])
+        return session.exec(query.order_by(Demonstration.id)).first()
+
+
 def test_the_quality_tab_gives_a_lead_tables_and_figures(studio):
     outputs = client(studio, "lena").predict(studio["campaign"], api_name="/lead_quality")
-    status, agreement, summary, raters, flags, disagreements, *plots = outputs
+    status, agreement, summary, raters, flags, disagreements, *plots, refused = outputs
     assert "bootstrap" in status
     assert [row[0] for row in agreement["data"]][0].startswith("Krippendorff's alpha")
     # judgments, items, raters: the demo's 18 pairs (10 of them calibration items) x 3 raters
     assert [value for _, value in summary["data"][:3]] == ["54", "18", "3"]
     assert len(raters["data"]) == 3 and disagreements["data"]
     assert len(plots) == 3 and all(plot and plot["type"] == "matplotlib" and plot["plot"] for plot in plots)
+    assert refused == ""
+    # The lead reads raters by name; the pseudonym, as exports have it, is beside it.
+    names = {row[0] for row in raters["data"]} | {
+        who for row in disagreements["data"] for who in re.findall(r"(\S+) [+-]\d", row[-1])
+    }
+    assert names == {"ada", "bo", "cy"} and all(row[1].startswith("rater-") for row in raters["data"])
 
 
 def test_the_quality_tab_states_the_rules_the_engine_applies(studio):
@@ -153,10 +181,11 @@ def download(studio, lead: Client, link: str) -> httpx.Response:
 def test_the_export_tab_writes_a_preview_a_card_and_a_zip(studio):
     before = snapshot(studio["engine"])["counts"]["ExportRecord"]
     lead = client(studio, "lena")
-    status, preview, card, link = lead.predict(
-        *[studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "none", ""],  # fmt: skip
+    status, preview, card, link, refused = lead.predict(
+        *[studio["campaign"], "preference", "majority", 0.0, 0.2, False, False, False, True, "none", "", False],
         api_name="/lead_export",
-    )
+    )  # fmt: skip
+    assert refused == ""
     assert status.startswith("export #") and preview["data"] and "chosen" in preview["headers"]
     assert "Krippendorff" in card and not card.startswith("---")  # front matter shown as a code block
     (folder,) = [path for path in studio["exports"].iterdir() if path.is_dir()]
@@ -173,23 +202,31 @@ def test_the_export_tab_writes_a_preview_a_card_and_a_zip(studio):
 
 def test_a_lead_sets_up_a_campaign_imports_marks_assigns_and_adjudicates(studio, tmp_path):
     lead = client(studio, "lena")
-    created = lead.predict("pilot", "preference", *SETTINGS, api_name="/lead_create_campaign")
+    created = lead.predict("pilot", *SETTINGS, api_name="/lead_create_campaign")
     pilot = created[0]["value"]
+    assert "Created campaign **pilot**" in created[2]
+    _, _, refused = lead.predict("pilot", *SETTINGS, api_name="/lead_create_campaign")
+    assert refused == "**Not done:** A campaign named 'pilot' already exists; choose another name."
     assert ["pilot", pilot] in created[0]["choices"]
     pairs = tmp_path / "pilot.jsonl"
     pairs.write_text('{"prompt": "Say hi", "response_a": "Hi!", "response_b": "Go away.", "preference": -2}\n')
-    report = lead.predict(pilot, handle_file(str(pairs)), "pairs", "prior", False, api_name="/lead_import")
-    assert "1 pairs" in report
+    report, said = lead.predict(pilot, handle_file(str(pairs)), "pairs", "prior", False, api_name="/lead_import")
+    assert "1 pairs" in report and "a **preference** campaign" in said
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Say hi", "response_a": "Hi!"}\n')
-    with pytest.raises(Exception, match=r"bad\.jsonl, line 1"):  # the import's own message
-        lead.predict(pilot, handle_file(str(bad)), "pairs", "prior", False, api_name="/lead_import")
+    # The import's own message, beside the form; the last report stays as it was.
+    report, said = lead.predict(pilot, handle_file(str(bad)), "pairs", "prior", False, api_name="/lead_import")
+    assert "Not done" not in str(report) and re.search(r"^\*\*Not done:\*\* .*bad\.jsonl, line 1", said)
     (pair_id,) = [row[0] for row in lead.predict(pilot, api_name="/lead_pairs")["data"]]
     lead.predict(pilot, pair_id, "safety", -2, [-1], "A is polite.", api_name="/lead_mark_calibration")
-    members = lead.predict(pilot, "ada", "rater", "", api_name="/lead_assign")
-    assert ["ada", "rater", "", True] in members["data"]
+    members, said = lead.predict(pilot, "ada", "rater", "", api_name="/lead_assign")
+    assert ["ada", "rater", "", True] in members["data"] and "**ada** is a rater here" in said
+    _, said = lead.predict(pilot, "nobody", "rater", "", api_name="/lead_assign")
+    assert said == "**Not done:** There is no user named 'nobody'."
     detail = lead.predict(pair_id, api_name="/lead_pair_detail")
     assert detail[1] == "[user]\nSay hi" and detail[2] == "Hi!"
+    *_, said = lead.predict(pair_id, 1, False, "  ", False, "safety", api_name="/lead_adjudicate")
+    assert said.startswith("**Not done:** Write a note saying why")
     lead.predict(pair_id, 1, False, "B is fine too.", False, "safety", api_name="/lead_adjudicate")
     with Session(studio["engine"]) as session:
         item = session.exec(select(CalibrationItem).where(CalibrationItem.pair_id == pair_id)).one()
@@ -211,24 +248,26 @@ def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
     admin = client(studio, "root")
     password, table, _ = admin.predict("dee", "rater", "law, medicine", api_name="/admin_create_user")
     assert ["dee", "rater", True, "law, medicine"] in [row[:4] for row in table["data"]]
-    dee = Client(studio["url"], auth=("dee", password), verbose=False)
+    _, _, said = admin.predict("dee", "rater", "", api_name="/admin_create_user")  # the name is taken: said beside
+    assert said == "**Not done:** The username 'dee' is taken; choose another username."
+    dee = Client(studio["url"], auth=("dee", first_login(studio, "dee", password)), verbose=False)
     dee.predict(None, api_name="/lead_campaigns")
     new_password, status = admin.predict("dee", api_name="/admin_reset_password")
-    assert new_password != password and "New password for **dee**" in status
+    assert new_password != password and "New one-time password for **dee**" in status
     with pytest.raises(Exception):  # noqa: B017  (the old session ended with the old password: Gradio answers 401)
         dee.predict(None, api_name="/lead_campaigns")
-    with pytest.raises(Exception):  # noqa: B017
-        Client(studio["url"], auth=("dee", password), verbose=False)
-    Client(studio["url"], auth=("dee", new_password), verbose=False)
+    with pytest.raises(Exception):  # noqa: B017  (a one-time password opens no session)
+        Client(studio["url"], auth=("dee", new_password), verbose=False)
+    Client(studio["url"], auth=("dee", first_login(studio, "dee", new_password)), verbose=False)
     admin.predict("dee", "lead", api_name="/admin_set_role")
     table, _ = admin.predict("dee", "dee-hf", api_name="/admin_link_hf")
     assert ["dee", "dee-hf"] in [[row[0], row[5]] for row in table["data"]]
     assert studio["leads"].user_for_hf("DEE-HF") == studio["leads"].user_id("dee")  # HF names are case-insensitive
-    with pytest.raises(Exception, match="already linked to 'dee'"):
-        admin.predict("lena", "dee-hf", api_name="/admin_link_hf")
+    _, said = admin.predict("lena", "dee-hf", api_name="/admin_link_hf")
+    assert "already linked to 'dee'" in said
     admin.predict("dee", False, api_name="/admin_set_active")
-    with pytest.raises(Exception, match="Tick the confirmation"):
-        admin.predict("dee", "remove", False, api_name="/admin_erase")
+    *_, said = admin.predict("dee", "remove", False, api_name="/admin_erase")
+    assert "Tick the confirmation" in said
     report, *_ = admin.predict("dee", "remove", True, api_name="/admin_erase")
     assert "erased (remove)" in report and "dee" not in [
         row[0] for row in admin.predict(api_name="/admin_users")["data"]
@@ -236,7 +275,8 @@ def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
 
 
 def test_only_leads_and_admins_see_the_lead_tabs(studio):
-    assert client(studio, "ada").predict(None, api_name="/lead_campaigns")["choices"] == []
+    picker, hint = client(studio, "ada").predict(None, api_name="/lead_campaigns")
+    assert picker["choices"] == [] and "You lead no campaign yet" in hint["value"]
     lead_tab, users_tab = studio["tabs"]
     leads = studio["leads"]
     shown = {name: lead_visibility(leads, leads.user_id(name), studio["tabs"]) for name in ("ada", "lena", "root")}
@@ -248,8 +288,25 @@ def test_only_leads_and_admins_see_the_lead_tabs(studio):
 REFUSED = {
     "/lead_campaign": lambda s: [s["campaign"]],
     "/lead_quality": lambda s: [s["campaign"]],
-    "/lead_export": lambda s: [s["campaign"], "preference", "majority", 0, 0.1, False, False, False, True, "none", ""],
-    "/lead_create_campaign": lambda s: ["rogue", "preference", *SETTINGS],
+    "/lead_export": lambda s: [
+        s["campaign"],
+        "preference",
+        "majority",
+        0,
+        0.1,
+        False,
+        False,
+        False,
+        True,
+        "none",
+        "",
+        False,
+    ],
+    "/lead_create_campaign": lambda s: ["rogue", *SETTINGS],
+    "/lead_demonstrations": lambda s: [s["campaign"], "all"],
+    "/lead_demonstration": lambda s: [_first_demonstration(s)],
+    "/lead_accept_demonstration": lambda s: [s["campaign"], "all", _first_demonstration(s), ""],
+    "/lead_reject_demonstration": lambda s: [s["campaign"], "all", _first_demonstration(s), "no"],
     "/lead_update_campaign": lambda s: [s["campaign"], *SETTINGS],
     "/lead_import": lambda s: [s["campaign"], handle_file(str(s["root"] / "import.jsonl")), "pairs", "prior", False],
     "/lead_pairs": lambda s: [s["campaign"]],

@@ -19,6 +19,7 @@ from storage.models import (
     CampaignCreate,
     CampaignMember,
     CampaignUpdate,
+    Demonstration,
     Judgment,
     Pair,
     Prompt,
@@ -27,9 +28,9 @@ from storage.models import (
     User,
 )
 from studio.access import PermissionDenied
-from studio.leads import LeadService, PairDetail
+from studio.leads import LeadService, PairDetail, with_names
 from studio.service import StudioService
-from studio.validation import ValidationFailed
+from studio.validation import JudgmentAnswer, ValidationFailed
 
 # Per pair of campaign c1, the preferences of raters r0, r1 and r2 (None: no judgment).
 VOTES = [(-1, -1, -2), (-2, 1, 2), (0, 0, None), (None, None, None)]
@@ -323,3 +324,99 @@ def test_admins_manage_accounts_but_not_their_own(world):
         assert not s.exec(select(Judgment.id).where(Judgment.rater_id == world.users["r0"])).all()
         actions = set(s.exec(select(AuditEvent.action).where(AuditEvent.actor_id == admin)).all())
     assert {"user.create", "user.role", "user.deactivate", "user.erase"} <= actions
+
+
+def _demonstrations(world, texts, claims=()) -> list[int]:
+    """Demonstrations written by r0 in c1, one per text, on fresh prompts; returns their ids."""
+    with write_session(world.engine) as s, s.begin():
+        ids = []
+        for number, text in enumerate(texts):
+            prompt = Prompt(campaign_id=world.c1, messages=[{"role": "user", "content": f"write {number}"}],
+                            content_hash=f"w{number}")  # fmt: skip
+            s.add(prompt)
+            s.flush()
+            demo = Demonstration(prompt_id=prompt.id, messages=[{"role": "assistant", "content": text}],
+                                 rater_id=world.users["r0"], guideline_version=1, claims=list(claims))  # fmt: skip
+            s.add(demo)
+            s.flush()
+            ids.append(demo.id)
+        return ids
+
+
+def test_a_lead_accepts_and_rejects_demonstrations_and_only_the_accepted_one_exports(world, tmp_path):
+    leads, lead = world.leads, world.users["lead"]
+    claims = [{"claim": 'It says "boils at 100 degrees"', "status": "verified", "source": "a textbook"},
+              {"claim": "Water freezes at zero", "status": "verified", "source": None}]  # fmt: skip
+    good, bad = _demonstrations(world, ["Water boils at 100 degrees at sea level.", "Water boils at 50."], claims)
+    assert [d.demonstration_id for d in leads.demonstrations(lead, world.c1)] == [good, bad]  # unreviewed
+    detail = leads.demonstration(lead, good)
+    assert (detail.writer, detail.text, detail.verdict) == ("r0", "Water boils at 100 degrees at sea level.", None)
+    assert [c.in_text for c in detail.claims] == [True, False]  # the second claim is not in the response
+    assert not leads.demonstration(lead, bad).claims[0].in_text  # its quote is not in that text
+    with pytest.raises(ValidationFailed, match="Write a note saying why it is rejected"):
+        leads.review_demonstration(lead, bad, accept=False, note="  ")
+    for actor in ("other", "r0"):
+        with pytest.raises(PermissionDenied, match="Only the campaign's leads and admins"):
+            leads.review_demonstration(world.users[actor], good, accept=True)
+    leads.review_demonstration(lead, good, accept=True)
+    leads.review_demonstration(world.users["admin"], bad, accept=False, note="Wrong boiling point.")
+    assert [d.demonstration_id for d in leads.demonstrations(lead, world.c1, "accepted")] == [good]
+    assert [d.demonstration_id for d in leads.demonstrations(lead, world.c1, "rejected")] == [bad]
+    assert leads.demonstrations(lead, world.c1) == []
+    verdict = leads.demonstration(lead, bad).verdict
+    assert (verdict.status, verdict.note, verdict.reviewer) == ("rejected", "Wrong boiling point.", "admin")
+    preview = leads.export(lead, world.c1, out_dir=tmp_path / "sft", kind="sft", test_fraction=0.0)
+    assert [row["demonstration_id"] for row in preview.rows] == [good]
+    everything = leads.export(lead, world.c1, out_dir=tmp_path / "all", kind="sft", test_fraction=0.0,
+                              include_unreviewed=True)  # fmt: skip
+    assert [row["demonstration_id"] for row in everything.rows] == [good]  # rejected ones never
+    with Session(world.engine) as s:
+        events = s.exec(select(AuditEvent.details).where(AuditEvent.action == "demonstration.review")).all()
+    assert [e["status"] for e in events] == ["accepted", "rejected"]
+
+
+def test_a_revised_demonstration_is_reviewed_in_its_newest_version(world):
+    (first,) = _demonstrations(world, ["draft"])
+    with write_session(world.engine) as s, s.begin():
+        old = s.get(Demonstration, first)
+        newer = Demonstration(prompt_id=old.prompt_id, messages=[{"role": "assistant", "content": "final"}],
+                              rater_id=old.rater_id, guideline_version=1, supersedes_id=old.id)  # fmt: skip
+        s.add(newer)
+        s.flush()
+        newer_id = newer.id
+    with pytest.raises(ValidationFailed, match="revised since: review its newest version"):
+        world.leads.review_demonstration(world.users["lead"], first, accept=True)
+    summary = world.leads.demonstrations(world.users["lead"], world.c1, "all")
+    assert [(d.demonstration_id, d.revised) for d in summary] == [(newer_id, True)]
+
+
+def test_a_lead_changes_the_campaigns_kind_and_makes_criteria_required(world):
+    leads, lead = world.leads, world.users["lead"]
+    changed = leads.update_campaign(lead, world.c1, CampaignUpdate(kind="both", criteria_required=True))
+    assert (changed.kind, changed.criteria_required) == ("both", True)
+    service = StudioService(world.engine)
+    with write_session(world.engine) as s, s.begin():
+        s.get(Campaign, world.c1).rubric = ["helpfulness", "honesty"]
+        s.add(User(username="r9", password_hash="-"))
+    rater = service.user_id("r9")
+    task = service.next_pair(rater, world.c1)
+    answer = JudgmentAnswer(-1, False, {"helpfulness": 4}, "A is right and B is not, plainly.", 4, 12.0)
+    with pytest.raises(ValidationFailed, match="honesty"):
+        service.submit_judgment(rater, task.assignment_id, answer)
+    leads.update_campaign(lead, world.c1, CampaignUpdate(criteria_required=False))
+    answer = JudgmentAnswer(-1, False, {"helpfulness": 4, "honesty": 5}, "A is right and B is not, plainly.", 4, 12.0)
+    assert service.submit_judgment(rater, task.assignment_id, answer).judgment_id
+
+
+def test_leads_see_raters_by_name_and_exports_keep_pseudonyms(world):
+    lead = world.users["lead"]
+    detail = world.leads.pair_detail(lead, world.pairs[0])
+    assert [j.rater_name for j in detail.judgments] == ["r0", "r1", "r2"]
+    assert all(j.rater.startswith("rater-") for j in detail.judgments)
+    report = with_names(
+        {"raters": [{"pseudonym": "rater-1"}], "flags": [{"pseudonym": "rater-1"}], "not_enough_evidence": [],
+         "disagreements": [{"votes": {"rater-1": 2, "rater-x": -1}}]},
+        {"rater-1": "ada"},
+    )  # fmt: skip
+    assert report["raters"][0]["name"] == report["flags"][0]["name"] == "ada"
+    assert report["disagreements"][0]["votes"] == {"ada": 2, "rater-x": -1}  # an unknown pseudonym stays as it is

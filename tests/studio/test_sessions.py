@@ -15,6 +15,7 @@ from studio.admin import AdminService
 from studio.login import current_user
 from studio.service import PermissionDenied
 from studio.sessions import SessionArguments
+from studio.validation import ValidationFailed
 
 PASSWORD = "correct horse battery"
 LOGINS = select(AuditEvent).where(AuditEvent.action.startswith("user.login")).order_by(AuditEvent.id)
@@ -168,3 +169,39 @@ def test_settings_come_from_the_environment_and_bad_values_name_their_variable(t
         SessionArguments.from_env({"CONCORD_LOGIN_MAX_FAILURES": "many"})
     with pytest.raises(ValueError, match="cookie_samesite"):
         SessionArguments(cookie_samesite="loose")
+
+
+def test_an_admins_reset_gives_a_one_time_password_that_signs_in_only_once_replaced(engine, admin):
+    add_user(engine, "ada")
+    old_session = logged_in(admin, "ada")
+    one_time = admin.reset_password(admin.root, "ada")
+    assert admin.signed_in(old_session) is None
+    refused = admin.log_in("ada", PASSWORD)  # the old password stopped working
+    assert (
+        refused.token is None and refused.refusal == "Wrong username or password." and not refused.must_change_password
+    )
+    asked = admin.log_in("ada", one_time)
+    assert (asked.token, asked.must_change_password) == (None, True) and "choose a new one" in asked.refusal
+    too_short = admin.log_in("ada", one_time, new_password="short")
+    assert too_short.token is None and too_short.refusal == "A password needs at least 8 characters."
+    assert admin.log_in("ada", one_time, new_password=one_time).refusal.startswith("The new password must differ")
+    signed = admin.log_in("ada", one_time, new_password="ada's own horse")
+    assert signed.token and admin.signed_in(signed.token)[1] == "ada"
+    assert admin.log_in("ada", one_time).token is None  # one time only
+    assert admin.log_in("ada", "ada's own horse").token is not None
+    with Session(engine) as session:
+        assert session.exec(select(User.must_change_password).where(User.username == "ada")).one() is False
+
+
+def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(engine, admin):
+    ada = add_user(engine, "ada")
+    here, elsewhere = logged_in(admin, "ada"), logged_in(admin, "ada", "10.0.0.2")
+    for old, new, refusal in [("wrong", "a new horse", "The current password is wrong."),
+                              (PASSWORD, "short", "A password needs at least 8 characters."),
+                              (PASSWORD, PASSWORD, "The new password must differ from the current one.")]:  # fmt: skip
+        with pytest.raises(ValidationFailed) as refused:
+            admin.change_password(ada, old, new, here)
+        assert str(refused.value) == refusal
+    admin.change_password(ada, PASSWORD, "a new horse", here)
+    assert admin.signed_in(here) is not None and admin.signed_in(elsewhere) is None
+    assert admin.log_in("ada", PASSWORD).token is None and admin.log_in("ada", "a new horse").token
