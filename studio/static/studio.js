@@ -106,7 +106,7 @@
     for (const pane of task.querySelectorAll(".concord-pane-body")) pane.scrollTop = 0;
     const focused = focusTask(tab);
     const status = byId(`${tab}-status`);
-    if (status?.textContent.trim()) {
+    if (status?.textContent.includes("✓")) {
       status.classList.remove("concord-flash");
       void status.offsetWidth; // restart the animation
       status.classList.add("concord-flash");

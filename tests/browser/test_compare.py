@@ -119,7 +119,7 @@ def test_a_rater_judges_ten_items_in_a_row_with_the_keyboard_only_and_no_scrolli
         expect(page.locator("#compare-confidence input").nth(confidence - 1)).to_be_checked()
         expect(page.locator("#compare-choice input").nth(choice - 1)).to_be_checked()
         if n == 0:
-            screenshot(page, "compare-reasoning")
+            screenshot(page, "compare-keyboard-filled")
         page.keyboard.press("Control+Enter")
         expect(page.locator(KEY)).not_to_have_value(key)  # the 11th item follows the 10th
         expect(page.locator("#compare-status")).to_contain_text("Saved")

@@ -166,6 +166,8 @@ def test_a_rater_judges_with_the_keyboard_then_writes_with_a_verified_claim(stud
     expect(page.locator("#compare-status")).to_contain_text("This item is yours until you submit it")
     page.keyboard.press("g")
     expect(page.get_by_text("Accuracy first.")).to_be_visible()
+    page.keyboard.press("g")  # and closed again
+    expect(page.get_by_text("Accuracy first.")).to_be_hidden()
     page.keyboard.press("4")
     page.keyboard.press("Shift+Digit5")
     expect(page.locator("#compare-choice").get_by_label("Right better")).to_be_checked()

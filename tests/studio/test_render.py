@@ -61,3 +61,18 @@ def test_a_pane_carries_the_raw_text_escaped_and_a_prompt_titles_its_turns():
 def test_padding_never_counts_toward_the_reasoning_minimum(text, length):
     assert reasoning_length(text) == length
     assert count_line(text, 3).startswith(f"{length} characters")
+
+
+def test_no_item_on_screen_hides_the_calibration_feedback_of_the_last_one():
+    import gradio as gr
+
+    from studio.tabs.consent import ConsentPanel
+    from studio.tabs.rater import NOTHING_LEFT, RaterHeader, TaskSlots
+
+    with gr.Blocks():
+        header, consent = RaterHeader("t", "waiting", "Next"), ConsentPanel("t")
+        feedback = gr.Markdown("**Calibration item:** expected Tie", visible=True)
+        parts = (gr.State(None), header.status, gr.Column(), gr.Button(), gr.Textbox(), header, consent, feedback)
+        slots = TaskSlots("judgment", *parts)
+    shown = slots.nothing(NOTHING_LEFT["judgment"])
+    assert shown[feedback].visible is False and shown[header.status] == NOTHING_LEFT["judgment"]
