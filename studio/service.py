@@ -72,6 +72,7 @@ class PairTask:
     left_text: str
     right_text: str
     rubric: list[str]
+    criteria_required: bool  # every criterion must be scored; otherwise one may stay "not rated"
     min_reasoning_chars: int
     guidelines: str
     guidelines_version: int
@@ -232,6 +233,7 @@ class StudioService(Service):
                 left_text=left_text,
                 right_text=right_text,
                 rubric=list(campaign.rubric),
+                criteria_required=campaign.criteria_required,
                 min_reasoning_chars=campaign.min_reasoning_chars,
                 guidelines=campaign.guidelines,
                 guidelines_version=campaign.guidelines_version,

@@ -68,7 +68,7 @@ def check_judgment(campaign: Campaign, answer: JudgmentAnswer) -> str:
         )
     # A criterion may stay unrated unless the campaign requires every one (its `criteria_required` setting).
     missing = [name for name in campaign.rubric if name not in criteria]
-    if missing and getattr(campaign, "criteria_required", False):
+    if missing and campaign.criteria_required:
         raise ValidationFailed(f"This campaign asks for every criterion: score {', '.join(missing)}.")
     for name, score in criteria.items():
         if isinstance(score, bool) or score not in range(1, 6):

@@ -11,6 +11,7 @@ them only Ctrl+Enter and Esc do. After a submit the view is back at the top of t
 itself (not in a text field, so the next 1-5 chooses) and the status line says it was saved.
 
 A rubric criterion starts "not rated" and is stored absent unless the rater scores it: a default is not a rating.
+In a campaign that requires every criterion (marked *), an unrated one refuses the submit.
 
 Calibration items look exactly like the others. Once one is submitted in a campaign in training mode, it stays on
 screen beside a panel with the expected answer (left/right, as the rater saw it) and why, until the rater presses
@@ -121,8 +122,9 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
 
     def show(rater: int, pair_task: PairTask, progress: Progress) -> dict:
         rubric = {score: gr.Radio(visible=False, value=None) for score in scores}
+        required = " *" if pair_task.criteria_required else ""
         for score, name, letter in zip(scores, pair_task.rubric, CRITERION_KEYS, strict=False):
-            rubric[score] = gr.Radio(label=f"{name} ({letter})", value=0, visible=True)
+            rubric[score] = gr.Radio(label=f"{name} ({letter}){required}", value=0, visible=True)
         form_values = {choice: None, both_bad: False, reasoning: "", confidence: 3, **rubric}
         view = {
             prompt: conversation_html(pair_task.messages),

@@ -154,6 +154,19 @@ def test_an_unrated_criterion_is_stored_absent(engine):
     assert judgment.criteria == {"honesty": 2}
 
 
+def test_a_campaign_that_requires_every_criterion_refuses_an_unrated_one(engine):
+    campaign_id, (rater, _) = seed(engine)
+    with write_session(engine) as session, session.begin():
+        session.get(Campaign, campaign_id).criteria_required = True
+    service = StudioService(engine, rng=random.Random(0))
+    task = service.next_pair(rater, campaign_id)
+    assert task.criteria_required
+    unrated = JudgmentAnswer(**({"choice": 1} | GOOD | {"criteria": {"helpfulness": 4, "honesty": None}}))
+    with pytest.raises(ValidationFailed, match="asks for every criterion: score honesty"):
+        service.submit_judgment(rater, task.assignment_id, unrated)
+    service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(**({"choice": 1} | GOOD)))
+
+
 def test_only_the_active_owner_may_submit(engine):
     campaign_id, (rater, other) = seed(engine)
     service = StudioService(engine, rng=random.Random(0))
