@@ -40,9 +40,10 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-def _key_words(text: str) -> list[str]:
-    words = (_stem(w) for w in WORD.findall(_normal(text)) if len(w) >= 3 and w not in STOPWORDS)
-    return list(dict.fromkeys(words))
+def _key_words(text: str) -> dict[str, str]:
+    """The text's key words, ``{stem: word as written}``."""
+    words = (w for w in WORD.findall(_normal(text)) if len(w) >= 3 and w not in STOPWORDS)
+    return {_stem(w): w for w in reversed(list(words))}
 
 
 def check_claim(claim: str, text: str) -> tuple[bool, str]:
@@ -58,11 +59,11 @@ def check_claim(claim: str, text: str) -> tuple[bool, str]:
     if not words:
         return False, "no words to look for"
     present = {_stem(word) for word in WORD.findall(response)}
-    found = [word for word in words if word in present]
+    found = [stem for stem in words if stem in present]
     share = len(found) / len(words)
     if share >= MIN_WORD_SHARE:
         return True, f"{len(found)} of its {len(words)} key words are in the response"
-    absent = ", ".join(word for word in words if word not in present)
+    absent = ", ".join(word for stem, word in reversed(words.items()) if stem not in present)
     return False, f"only {len(found)} of its {len(words)} key words are in the response (missing: {absent})"
 
 

@@ -42,9 +42,9 @@ def standing(detail: DemonstrationDetail) -> str:
     if verdict is None:
         parts.append("Not reviewed yet.")
     else:
-        note = f": “{verdict.note}”" if verdict.note else ""
+        note = f": “{verdict.note}”" if verdict.note else "."
         parts.append(f"**{verdict.status.capitalize()}** by {verdict.reviewer or 'unknown'} on "
-                     f"{verdict.reviewed_at:%Y-%m-%d %H:%M}{note}.")  # fmt: skip
+                     f"{verdict.reviewed_at:%Y-%m-%d %H:%M}{note}")  # fmt: skip
     return " ".join(parts)
 
 
@@ -61,14 +61,15 @@ def _reading_view() -> tuple:
 
 
 def build_demonstrations_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
-    with gr.Row(equal_height=True):
+    with gr.Row():
         show = gr.Radio(FILTERS, value="unreviewed", label="Show", scale=3, elem_id="demonstrations-filter")
-        listing = gr.Button("List demonstrations", variant="primary", scale=1, elem_id="demonstrations-list")
+        listing = gr.Button("List demonstrations", variant="primary", scale=0, min_width=220,
+                            elem_id="demonstrations-list")  # fmt: skip
     table = gr.Dataframe(headers=LIST_COLUMNS, label="Demonstrations (click one to open it)", interactive=False,
                          max_height=240, elem_id="demonstrations-table")  # fmt: skip
-    with gr.Row(equal_height=True):
-        chosen = gr.Number(None, label="Demonstration id", precision=0, elem_id="demonstrations-id")
-        open_one = gr.Button("Open", elem_id="demonstrations-open")
+    with gr.Row():
+        chosen = gr.Number(None, label="Demonstration id", precision=0, scale=3, elem_id="demonstrations-id")
+        open_one = gr.Button("Open", scale=0, min_width=220, elem_id="demonstrations-open")
     summary, prompt, text, claims = _reading_view()
     note = gr.Textbox(label="Note to the writer (required to reject)", lines=2, elem_id="demonstrations-note")
     with gr.Row(equal_height=True):
