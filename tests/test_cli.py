@@ -123,3 +123,15 @@ def test_judging_from_the_terminal_and_second_runs_say_why_in_one_line(tmp_path)
         again = concord(*args, url=url)
         last = again.stderr.strip().splitlines()[-1]
         assert again.returncode == 1 and message in last and "Traceback" not in again.stderr, (args, again.stderr)
+
+
+def test_an_admin_reset_from_the_shell_gives_a_one_time_password_and_names_an_unknown_user(tmp_path):
+    url = f"sqlite:///{tmp_path / 'concord.db'}"
+    assert concord("user", "ada", url=url).returncode == 0
+    reset = concord("password", "ada", url=url)
+    assert reset.returncode == 0 and "one-time password for 'ada'" in reset.stdout
+    with Session(make_engine(url)) as session:
+        assert session.exec(select(User.must_change_password).where(User.username == "ada")).one() is True
+    unknown = concord("password", "nobody", url=url)
+    assert unknown.returncode == 1 and unknown.stderr.strip().endswith("password failed: no user named 'nobody'")
+    assert "Traceback" not in unknown.stderr
