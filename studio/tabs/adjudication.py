@@ -119,7 +119,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
 
     def on_open(chosen, request: gr.Request, profile: Profile) -> dict:
         if chosen is None:
-            raise gr.Error("Enter a pair id, or click a pair in the list.")
+            raise gr.Error("Enter a pair id, or click a pair in the list.", print_exception=False)
         with shown_to_user():
             detail = leads.pair_detail(current_user(leads, request, profile), int(chosen))
         latest = detail.adjudication
