@@ -24,11 +24,11 @@ HOSTILE = [
 MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
-def card(campaign: str = "helpful", source: str = "hh-rlhf", license: str | None = "MIT") -> str:
+def card(campaign: str = "helpful", source: str = "hh-rlhf", license: str | None = "MIT", model: str = "gpt-2") -> str:
     return dataset_card(
         campaign=campaign, kind="preference", counts={"train": 3, "test": 1}, filters={"policy": "majority"},
         dropped={"tie": 1}, figures={"raw agreement": 0.8}, guideline_versions=[1],
-        provenance={(source, license): 4},
+        provenance={(source, license): 4}, models={model: {"responses": 8, "chosen": 4}},
     )  # fmt: skip
 
 
@@ -56,14 +56,14 @@ def shown_text(text: str) -> list[str]:
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_imported_text_changes_neither_the_front_matter_nor_the_markdown(hostile):
-    plain, loaded = card(), card(campaign=hostile, source=hostile, license=hostile)
+    plain, loaded = card(), card(campaign=hostile, source=hostile, license=hostile, model=hostile)
     assert front_matter(loaded) == front_matter(plain) | {"license": "other"}  # no valid Hub id: "other"
     assert DatasetCard(loaded).data.license == "other"
     assert structure(loaded) == structure(plain)
     flat = re.sub(r"\s+", " ", hostile).strip()  # one line: a newline may not start a block of its own
     shown = shown_text(loaded)
     assert f"{flat}: preference export" in shown and f"{flat} ({flat}): 4 rows" in shown  # heading; source, license
-    assert flat in shown  # the intro's campaign name, in bold
+    assert shown.count(flat) == 2  # the intro's campaign name, in bold; the model's name in its table cell
 
 
 def test_a_valid_license_id_reaches_the_front_matter_and_stays_readable():
