@@ -76,6 +76,19 @@ def cmd_pair(args) -> None:
     print(report.summary())
 
 
+def cmd_generate(args) -> None:
+    from alignment.chat_models import GenerationFailed
+    from alignment.generate import GenerateArguments, generate
+
+    options = {name: getattr(args, name) for name in ("n", "temperature", "top_p", "max_new_tokens", "seed",
+               "batch_size", "endpoint", "gguf_file", "api_key_env", "max_retries", "timeout_s", "dtype")}  # fmt: skip
+    try:
+        report = generate(GenerateArguments(args.campaign, args.model, **options), engine=_engine(args))
+    except (ValueError, GenerationFailed) as error:
+        sys.exit(f"generate failed: {error}")
+    print(report.summary())
+
+
 def _show_pair(task, username: str) -> None:
     turns = "\n".join(f"[{turn['role']}] {turn['content']}" for turn in task.messages)
     print(f"\nItem {task.assignment_id}, held by {username}. Prompt:\n{turns}\n")
@@ -133,7 +146,8 @@ def cmd_judge(args) -> None:
             print(f"recorded judgment {result.judgment_id} of item {args.item} ({judged} judged by {args.username})")
             if result.feedback is not None:
                 verdict = "accepted" if result.feedback.answer_accepted else "not accepted"
-                print(f"calibration item: your answer is {verdict}. {result.feedback.explanation}")
+                side = "left" if result.feedback.a_on_left else "right"
+                print(f"calibration item: your answer is {verdict}. {result.feedback.explanation} (A was {side}.)")
         task = service.next_pair(rater, campaign)
     except ConsentRequired as consent:
         sys.exit(f"{consent}\n\n{consent.text}\n\nTo accept it, run again with --accept-consent {consent.version}.")
@@ -297,6 +311,33 @@ def _add_training_commands(commands) -> None:
     evaluate.set_defaults(func=cmd_eval)
 
 
+def _add_generate_command(commands) -> None:
+    gen = commands.add_parser(
+        "generate", help="N responses per prompt of a campaign from local models or OpenAI-compatible endpoints",
+        description="Model specs, multi-turn prompts, resuming and the key's variables: docs/generate.md.",
+    )  # fmt: skip
+    gen.add_argument("--campaign", required=True)
+    gen.add_argument(
+        "--model", action="append", required=True, metavar="SPEC",
+        help="[NAME=]hub id, folder, run:NAME or pkg:PKG[/SUB], optionally #FILE.gguf; or [NAME=]MODEL@BASE_URL "
+        "(an OpenAI-compatible endpoint); repeat for several models",
+    )  # fmt: skip
+    gen.add_argument("--n", type=int, default=1, help="responses per prompt and model")
+    gen.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
+    gen.add_argument("--top_p", "--top-p", type=float, default=1.0)
+    gen.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=256, help="per turn")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=8, help="items per batch and concurrent endpoint requests")
+    gen.add_argument("--endpoint", metavar="BASE_URL", help="serves every model that names no URL: http://HOST/v1")
+    gen.add_argument("--api-key-env", metavar="VAR", help="variable holding the endpoint's key (default: "
+                     "$CONCORD_OPENAI_API_KEY, else $OPENAI_API_KEY)")  # fmt: skip
+    gen.add_argument("--gguf-file", help="GGUF file inside the folder of every local model that names none")
+    gen.add_argument("--max-retries", type=int, default=4, help="retries of a failed endpoint request, with backoff")
+    gen.add_argument("--timeout-s", type=float, default=120.0, help="seconds an endpoint request may take")
+    gen.add_argument("--dtype", default="auto", help="local weights: auto (bfloat16 on GPU, float32 on CPU), ...")
+    gen.set_defaults(func=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
     database_help = "default: $CONCORD_DATABASE_URL or SQLite under ./concord-data/"
@@ -321,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="a file (JSONL, CSV, Parquet, HH-RLHF, OASST trees), a dataset folder or name")
     imp.add_argument("--campaign", required=True, help="campaign name (created if missing)")
     imp.add_argument(
-        "--format", help="prompts | pairs | responses | kto | hh-rlhf | oasst | trl | sharegpt (default: detected)"
+        "--format",
+        help="prompts | turns | pairs | responses | kto | hh-rlhf | oasst | trl | sharegpt (default: detected)",
     )
     imp.add_argument(
         "--known-as",
@@ -346,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--seed", type=int, default=0, help="draws the sides and random-k's ties")
     pair.add_argument("--evaluation", action="store_true", help="make it a blind evaluation (kind evaluation)")
     pair.set_defaults(func=cmd_pair)
+
+    _add_generate_command(commands)
 
     judge = commands.add_parser(
         "judge", help="judge a campaign's pairs from the terminal: shows the pair you hold, or records your answer",

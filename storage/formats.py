@@ -99,8 +99,25 @@ def _parse_sharegpt(ctx: Context, rec: dict) -> list:
     return ctx.chosen_pair(p, reply(ctx, rec, "chosen"), reply(ctx, rec, "rejected"), "rejected")
 
 
+def _parse_turns(ctx: Context, rec: dict) -> list:
+    """MT-bench's questions: ``turns``, the user's messages in order, each later one sent after the model's own answer
+    to the one before (``launch.py generate``); stored as consecutive user messages. ``category`` is the domain."""
+    turns = rec.get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        ctx.fail("turns", f"must be a non-empty list of the user's messages (strings), got {kind(turns)}")
+    category = text(ctx, rec, "category", required=False, max_len=OPTIONAL_LENGTHS["domain"])
+    if category and rec.get("domain") not in (None, "", category):
+        ctx.fail("category", "and 'domain' are both given and differ; they mean the same, keep one")
+    system = text(ctx, rec, "system", required=False, max_len=ctx.limits.max_prompt_chars)
+    turns = [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": t} for t in turns]
+    found = PromptRecord(ctx.line, messages(ctx, turns, "turns"), **optional_fields(ctx, rec))
+    found.domain = found.domain or category
+    return [found]
+
+
 PARSERS = {
     "prompts": _parse_prompts,
+    "turns": _parse_turns,
     "pairs": _parse_pairs,
     "hh-rlhf": parse_hh_record,
     "oasst": parse_oasst_record,
@@ -112,6 +129,7 @@ PARSERS = {
 
 FIELDS: dict[str, tuple[str, ...] | None] = {
     "prompts": _PROMPT_FIELDS,
+    "turns": ("turns", "category", "system", *OPTIONAL_LENGTHS),
     "pairs": (*_PROMPT_FIELDS, "response_a", "response_b", "model_a", "model_b", "preference"),
     "hh-rlhf": HH_FIELDS,
     "oasst": None,  # message trees carry many fields of their own (lang, review counts, labels...)
@@ -129,6 +147,8 @@ def detect_format(record: Any) -> str | None:
     if isinstance(record, str):
         return "prompts"
     keys = set(record) if isinstance(record, dict) else set()
+    if "turns" in keys:
+        return "turns"
     if "message_tree_id" in keys or {"message_id", "replies"} <= keys:
         return "oasst"
     if {"chosen", "rejected"} <= keys:
