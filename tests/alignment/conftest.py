@@ -59,17 +59,22 @@ def _tokenizer(**special) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", **special)
 
 
-@pytest.fixture(scope="session")
-def tiny_causal_lm(tmp_path_factory) -> str:
-    """A 2-layer Llama (hidden 32) and a ChatML tokenizer without generation markers, saved to a folder."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
+def tiny_llama(folder: Path) -> Path:
+    """A 2-layer Llama (hidden 32) and a ChatML tokenizer without generation markers, saved to ``folder``; its
+    weights come from torch's global RNG. Also built by benchmarks/ppo.py."""
     tokenizer = _tokenizer(eos_token="<|im_end|>", chat_template=CHATML)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> str:
+    """The tiny Llama policy (``tiny_llama``) in a folder."""
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +111,8 @@ SCALE = 4.0
 
 
 def _toy_reward(folder: Path, tokenizer) -> Path:
+    """The toy reward model (see the module docstring) for ``tokenizer``, saved to ``folder``. Also built by
+    benchmarks/ppo.py."""
     hidden = 8
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4, num_hidden_layers=1,
                          num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=512, num_labels=1,
