@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, exists, func, select
+from sqlalchemy import Engine, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
@@ -23,11 +23,16 @@ JUDGMENT_COLUMNS = (
 
 
 def judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
-    """The campaign's current judgments (none that a later row supersedes), one per row, in server_time order.
+    """The campaign's current judgments (none that a later row supersedes), one per row, in server_time order; on a
+    calibration item, the rater's first answer instead (the row that supersedes none): a revision made after the
+    feedback of training mode, or after thinking it over, must not change a calibration score or consistency.
 
     ``length_a`` and ``length_b`` are the characters in responses A and B: the quality engine's length-bias signal.
     """
     later, response_a, response_b = aliased(Judgment), aliased(Response), aliased(Response)
+    gold = exists().where(CalibrationItem.pair_id == Judgment.pair_id)
+    current = ~exists().where(later.supersedes_id == Judgment.id)
+    counted = or_(and_(~gold, current), and_(gold, Judgment.supersedes_id.is_(None)))
     query = (
         select(
             Judgment.pair_id.label("item"), Judgment.rater_id.label("rater"), Judgment.preference, Judgment.both_bad,
@@ -39,7 +44,7 @@ def judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
         .join(User, User.id == Judgment.rater_id)
         .join(response_a, response_a.id == Pair.response_a_id)
         .join(response_b, response_b.id == Pair.response_b_id)
-        .where(Pair.campaign_id == campaign_id, ~exists().where(later.supersedes_id == Judgment.id))
+        .where(Pair.campaign_id == campaign_id, counted)
         .order_by(Judgment.server_time, Judgment.id)
     )  # fmt: skip
     frame = pd.read_sql(query, session.connection())

@@ -307,13 +307,14 @@ def record_demonstration(
     rater_id: int,
     guideline_version: int,
     now: datetime,
-    assignment: Assignment,
+    assignment: Assignment | None = None,
 ) -> Demonstration:
-    """Append a demonstration and close its assignment."""
+    """Append a demonstration and close the assignment it answers (a revision answers none)."""
     row = Demonstration.model_validate(
         demonstration, update={"rater_id": rater_id, "guideline_version": guideline_version, "created_at": now}
     )
     session.add(row)
-    assignment.closed_at = now
+    if assignment is not None:
+        assignment.closed_at = now
     session.flush()
     return row

@@ -23,6 +23,7 @@ from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
 from studio.tabs.account import build_account_tab
 from studio.tabs.compare import build_compare_tab
+from studio.tabs.history import build_history_tab
 from studio.tabs.lead import build_lead_tabs, lead_visibility
 from studio.tabs.rater import RATER_EVENTS
 from studio.tabs.write import build_write_tab
@@ -61,6 +62,8 @@ def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = D
                 build_compare_tab(service, campaign, compare)
             with gr.Tab("Write", id="write") as write:
                 build_write_tab(service, campaign, write)
+            with gr.Tab("History", id="history") as history:
+                build_history_tab(service, history)
             lead_tabs = build_lead_tabs(leads, exports_dir)
             if not hf_oauth_enabled():  # a Hugging Face sign-in has no Concord password
                 with gr.Tab("Account", id="account", elem_id="account-tab"):

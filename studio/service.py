@@ -31,7 +31,8 @@ from storage.models import (
     User,
     utcnow,
 )
-from studio.access import PermissionDenied, Service
+from studio.access import PermissionDenied
+from studio.history import RaterHistory
 from studio.validation import (
     JudgmentAnswer,
     ValidationFailed,
@@ -142,8 +143,9 @@ def _feedback(session: Session, campaign: Campaign, judgment: Judgment) -> Calib
     )
 
 
-class StudioService(Service):
-    """The raters' actions. Each public method is one transaction, retried on PostgreSQL conflicts."""
+class StudioService(RaterHistory):
+    """The raters' actions (their history and revisions: studio.history). Each public method is one transaction,
+    retried on PostgreSQL conflicts."""
 
     def _own_open_assignment(self, session: Session, rater_id: int, assignment_id: int, task: TaskKind) -> Assignment:
         self._active_user(session, rater_id)
@@ -281,32 +283,6 @@ class StudioService(Service):
                 assignment=assignment,
             )
             return JudgmentResult(judgment_id=row.id, feedback=_feedback(session, campaign, row))
-
-        return self._transaction(action)
-
-    def revise_judgment(self, rater_id: int, judgment_id: int, answer: JudgmentAnswer) -> int:
-        """Append a new version of the rater's own current judgment; the old row stays as it was."""
-
-        def action(session: Session) -> int:
-            self._active_user(session, rater_id)
-            previous = queue.lock_judgment(session=session, judgment_id=judgment_id)
-            if previous is None or previous.rater_id != rater_id:
-                raise PermissionDenied("This judgment is not yours.")
-            if queue.is_superseded(session=session, judgment_id=judgment_id):
-                raise ValidationFailed("This judgment was already revised; edit its latest version.")
-            pair = session.get(Pair, previous.pair_id)
-            campaign = self._campaign(session, pair.campaign_id)
-            judgment = judgment_create(
-                campaign, answer, pair_id=pair.id, left=previous.left, supersedes_id=previous.id
-            )
-            row = queue.record_judgment(
-                session=session,
-                judgment=judgment,
-                rater_id=rater_id,
-                guideline_version=campaign.guidelines_version,
-                now=utcnow(),
-            )
-            return row.id
 
         return self._transaction(action)
 

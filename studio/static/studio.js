@@ -85,6 +85,13 @@
     return element.tagName === "INPUT" && !["radio", "checkbox", "range", "button", "submit"].includes(element.type);
   }
 
+  // History: the first shown element matching `selector` inside `id` takes the focus (/ the search, O the list).
+  function focusIn(id, selector) {
+    const element = shown(byId(id)) ? byId(id).querySelector(selector) : null;
+    element?.focus();
+    return !!element;
+  }
+
   // The item on screen takes the focus (not a text field, so the next key chooses) with the view at its top.
   function focusTask(tab) {
     const task = byId(`${tab}-task`);
@@ -117,8 +124,10 @@
     submittedAt = null;
   }
 
-  // Raw text or rendered markdown, for every pane at once (key M, or the toggle in a response's title bar).
+  // Raw text or rendered markdown, for every pane at once (key M, or the toggle in a response's title bar); the
+  // History tab's reopened judgment follows the same setting.
   function raw(on) {
+    byId("history-task")?.classList.toggle("concord-raw", on);
     return byId("compare-task")?.classList.toggle("concord-raw", on);
   }
   document.addEventListener("click", (event) => {
@@ -132,8 +141,8 @@
     if (armed) byId(armed)?.classList.remove("concord-armed");
     armed = null;
   }
-  function arm(index) {
-    const id = `compare-score-${index}`;
+  function arm(form, index) {
+    const id = `${form}-score-${index}`;
     disarm();
     if (!shown(byId(id))) return false;
     armed = id;
@@ -144,7 +153,7 @@
 
   // The key list of the tab on screen (`?`); a click anywhere or Esc closes it.
   function toggleHelp(force) {
-    const help = ["compare-help", "write-help"].map(byId).find((element) => element && shown(element.parentElement));
+    const help = ["compare-help", "write-help", "history-help"].map(byId).find((element) => element && shown(element.parentElement));
     if (!help) return false;
     help.classList.toggle("concord-open", force);
     return true;
@@ -163,19 +172,20 @@
   );
 
   // Outside text fields: 1-5 choose (left much better .. right much better), Shift+1-5 confidence, B both bad,
-  // A S D F H J K L then 0-5 a rubric criterion, R reasoning, M raw text, N next, G guidelines, ? the key list.
+  // A S D F H J K L then 0-5 a rubric criterion, R reasoning, M raw text, N next, G guidelines, ? the key list;
+  // in History, / the search and O the list of results (its arrow keys open the previous or next item).
   // Everywhere: Ctrl/Cmd+Enter submits; Esc closes the key list, disarms a criterion, leaves the reasoning box.
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       submittedAt = performance.now();
-      if (clickShown("compare-submit", "write-submit")) event.preventDefault();
+      if (clickShown("compare-submit", "write-submit", "history-submit", "history-demo-submit")) event.preventDefault();
       return;
     }
     if (event.key === "Escape") {
       const help = document.querySelector(".concord-open");
       if (help) return toggleHelp(false);
       if (armed) return disarm();
-      const box = event.target.closest?.("#compare-reasoning, #write-editor");
+      const box = event.target.closest?.("#compare-reasoning, #write-editor, #history-reasoning, #history-editor, #history-search");
       if (box) {
         event.target.blur();
         focusTask(box.id.split("-")[0]);
@@ -183,7 +193,9 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isTextField(event.target)) return;
-    const comparing = shown(byId("compare-task"));
+    // The judgment form on screen: Compare's item, or a judgment reopened in History; the same keys act on both.
+    const form = ["compare", "history"].find((tab) => shown(byId(`${tab}-task`)));
+    const comparing = !!form;
     const digit = /^(Digit|Numpad)([0-5])$/.exec(event.code);
     const key = event.key.toLowerCase();
     let done = false;
@@ -192,17 +204,19 @@
       done = pick(armed, Number(digit[2]));
       disarm();
     } else if (digit && digit[2] !== "0" && comparing) {
-      done = pick(event.shiftKey ? "compare-confidence" : "compare-choice", Number(digit[2]) - 1);
-    } else if (CRITERION_KEYS.includes(key) && key.length === 1 && comparing) done = arm(CRITERION_KEYS.indexOf(key));
-    else if (key === "b" && comparing) done = pick("compare-both-bad", 0, "checkbox");
+      done = pick(`${form}-${event.shiftKey ? "confidence" : "choice"}`, Number(digit[2]) - 1);
+    } else if (CRITERION_KEYS.includes(key) && key.length === 1 && comparing) done = arm(form, CRITERION_KEYS.indexOf(key));
+    else if (key === "b" && comparing) done = pick(`${form}-both-bad`, 0, "checkbox");
     else if (key === "r" && comparing) {
-      byId("compare-reasoning")?.querySelector("textarea")?.focus();
+      byId(`${form}-reasoning`)?.querySelector("textarea")?.focus();
       done = true;
     } else if (key === "m" && comparing) {
       raw();
       done = true;
     }
     else if (key === "n") done = clickShown("compare-next", "write-next");
+    else if (key === "/") done = focusIn("history-search", "textarea, input");
+    else if (key === "o") done = focusIn("history-list", "input:checked") || focusIn("history-list", "input");
     else if (key === "g") done = clickShown("compare-guidelines", "write-guidelines");
     if (!CRITERION_KEYS.includes(key) && !digit) disarm();
     if (done) event.preventDefault();
