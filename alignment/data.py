@@ -64,12 +64,14 @@ def write_prompts(*, engine: Engine, campaign: str, test_fraction: float, data_d
     if not rows:
         raise ValueError(f"campaign {campaign!r} has no prompts to answer")
     is_test = in_test_split([row["content_hash"] for row in rows], test_fraction)
-    splits = {"train": [], "test": []}
+    splits = {name: {"prompt": [], "prompt_id": []} for name in ("train", "test")}
     for row, test in zip(rows, is_test, strict=True):
-        splits["test" if test else "train"].append({"prompt": row["prompt"], "prompt_id": row["prompt_id"]})
-    dataset = DatasetDict({name: Dataset.from_list(split, features=PROMPTS) for name, split in splits.items()})
+        for column, values in splits["test" if test else "train"].items():
+            values.append(row[column])
+    # from_dict, not from_list: an empty split (test_fraction 0) keeps its columns.
+    dataset = DatasetDict({name: Dataset.from_dict(split, features=PROMPTS) for name, split in splits.items()})
     dataset.save_to_disk(str(data_dir / "dataset"), num_shards={name: 1 for name in dataset})
-    counts = {name: len(split) for name, split in splits.items()}
+    counts = {name: len(split["prompt"]) for name, split in splits.items()}
     facts = export_facts(campaign=campaign, kind="prompts", counts=counts, filters={"test_fraction": test_fraction},
                          dropped={}, figures={}, guideline_versions=[],
                          provenance=Counter((r["source"], r["license"]) for r in rows))  # fmt: skip

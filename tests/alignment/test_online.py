@@ -58,3 +58,14 @@ def test_the_reward_function_scores_with_the_reward_models_own_tokenizer(tiny_ca
         with torch.no_grad():
             assert value == pytest.approx(model(**ids).logits[0, 0].item(), abs=1e-5)
     assert got[0] > got[1]
+
+
+def test_an_online_run_without_heldout_prompts_trains_and_says_so(sqlite_engine, tmp_path, tiny_causal_lm, toy_reward):
+    """test_fraction 0: every prompt trains, the empty test split keeps its columns, no held-out reward is made up."""
+    campaign = seed_campaign(sqlite_engine, tmp_path)
+    overrides = ["--model_name_or_path", tiny_causal_lm, "--reward_model_path", toy_reward, "--campaign", campaign,
+                 "--output_root", str(tmp_path / "runs"), "--run_name", "all-train", "--max_steps", "2",
+                 "--test_fraction", "0"]  # fmt: skip
+    run = train(RECIPES / "grpo.yaml", overrides, engine=sqlite_engine)
+    assert run.status == "finished" and run.metrics["train_steps"] == 2
+    assert "heldout_reward" not in run.metrics and run.metrics["eval"].startswith("no test rows")
