@@ -146,7 +146,8 @@ def cmd_judge(args) -> None:
             print(f"recorded judgment {result.judgment_id} of item {args.item} ({judged} judged by {args.username})")
             if result.feedback is not None:
                 verdict = "accepted" if result.feedback.answer_accepted else "not accepted"
-                print(f"calibration item: your answer is {verdict}. {result.feedback.explanation}")
+                side = "left" if result.feedback.a_on_left else "right"
+                print(f"calibration item: your answer is {verdict}. {result.feedback.explanation} (A was {side}.)")
         task = service.next_pair(rater, campaign)
     except ConsentRequired as consent:
         sys.exit(f"{consent}\n\n{consent.text}\n\nTo accept it, run again with --accept-consent {consent.version}.")
