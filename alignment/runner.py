@@ -21,7 +21,7 @@ from accelerate.utils import broadcast_object_list
 from sqlalchemy import Engine
 from sqlmodel import Session
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from alignment.arguments import DataArguments
 from alignment.data import RunData, from_folder_or_name, load_run_data
@@ -146,6 +146,10 @@ def train(
         setattr(training_args, name, path)
     training_args.resume_from_checkpoint = summary["resume_from"]
     dataset = data.dataset if main else from_folder_or_name(summary["rows"])[0]
+    if ("test" not in dataset or not dataset["test"].num_rows) and training_args.eval_strategy != IntervalStrategy.NO:
+        log.warning("no held-out rows: evaluation during training is off (the recipe's eval_strategy is %s)",
+                    training_args.eval_strategy.value)  # fmt: skip
+        training_args.eval_strategy = IntervalStrategy.NO
     # Imported only now: a run whose data is not ready never loads torch's model code.
     method = importlib.import_module(f"alignment.{data_args.method}")
     # Seeded before any model is built: TRL seeds only when its Trainer starts, after a reward head is initialised.

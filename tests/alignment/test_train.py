@@ -98,3 +98,14 @@ def test_the_tiny_reward_recipe_learns_a_separable_toy_set(sqlite_engine, tmp_pa
     assert run.metrics["train_loss"] < 0.85 * math.log(2) and run.metrics["eval"]["eval_loss"] < 0.5 * math.log(2)
     heldout = run.metrics["heldout_pairwise"]
     assert heldout["pairs"] >= 3 and heldout["accuracy"] == 1.0 and heldout["mean_margin"] > 0
+
+
+def test_a_recipe_that_evaluates_during_training_runs_without_heldout_rows(sqlite_engine, tmp_path, tiny_encoder):
+    """A real reward recipe evaluates every N steps; with test_fraction 0 there is nothing to evaluate on, and the
+    run says so and trains instead of failing with transformers' own message."""
+    campaign = seed_campaign(sqlite_engine, tmp_path)
+    overrides = ["--model_name_or_path", tiny_encoder, "--campaign", campaign, "--output_root", str(tmp_path / "runs"),
+                 "--test_fraction", "0", "--eval_strategy", "steps", "--eval_steps", "1"]  # fmt: skip
+    run = train(RECIPES / "reward.yaml", overrides, engine=sqlite_engine)
+    assert run.status == "finished" and run.metrics["eval"].startswith("no test rows")
+    assert run.recipe["training"]["eval_strategy"] == "steps"  # the recipe as asked; the run turned it off
