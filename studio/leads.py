@@ -36,6 +36,7 @@ from storage.review import Decision, JudgmentView, PairDetail, PairSummary
 from studio.access import PermissionDenied
 from studio.admin import AdminService, clean_domains
 from studio.exports import ExportService
+from studio.generation import GenerationService
 from studio.reviews import ReviewService
 from studio.validation import ValidationFailed, message
 
@@ -83,9 +84,10 @@ def _calibration_item(
         raise ValidationFailed(message(error)) from None
 
 
-class LeadService(AdminService, ExportService, ReviewService):
+class LeadService(AdminService, ExportService, ReviewService, GenerationService):
     """The leads' and admins' actions; the admins' own (accounts) come from AdminService, exports from
-    ExportService, the review of demonstrations from ReviewService."""
+    ExportService, the review of demonstrations from ReviewService, generation and evaluation results from
+    GenerationService."""
 
     def _lead_of_pair(self, session: Session, actor_id: int, pair_id: int) -> tuple[User, Pair]:
         pair = session.get(Pair, pair_id)

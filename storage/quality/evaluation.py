@@ -167,6 +167,14 @@ def render_evaluation(report: dict[str, Any], console) -> None:
 
 def plot_evaluation(report: dict[str, Any], path: Path) -> Path:
     """Ratings with their intervals, and the win-rate matrix, as one PNG."""
+    figure = evaluation_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def evaluation_figure(report: dict[str, Any]):
+    """Ratings with their intervals beside the win-rate matrix: a matplotlib Figure (the studio shows it as is)."""
     from matplotlib.figure import Figure
 
     overall = report["overall"]
@@ -189,6 +197,4 @@ def plot_evaluation(report: dict[str, Any], path: Path) -> Path:
             right.text(b, a, f"{value:.0%}", ha="center", va="center", fontsize=8)
     figure.colorbar(image, ax=right)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return figure

@@ -1,6 +1,6 @@
 """The lead and admin pages: a Lead tab (its own campaign picker over Campaigns, Quality, Adjudication,
-Demonstrations and Export; a lead with no campaign is told how to get one) and a Users tab. Both start hidden; the
-app's load handler shows them by role with ``lead_visibility``.
+Demonstrations, Export, Generate and Evaluation; a lead with no campaign is told how to get one) and a Users tab.
+Both start hidden; the app's load handler shows them by role with ``lead_visibility``.
 
 Hiding is for tidiness only: every handler asks the service, which refuses whoever may not act.
 """
@@ -16,6 +16,7 @@ from studio.login import current_user
 from studio.tabs.adjudication import build_adjudication_tab
 from studio.tabs.campaigns import build_campaigns_tab
 from studio.tabs.demonstrations import build_demonstrations_tab
+from studio.tabs.evaluation import build_evaluation_tab, build_generate_tab
 from studio.tabs.events import LEAD_EVENTS, Profile, shown_to_user
 from studio.tabs.export import build_export_tab
 from studio.tabs.quality import build_quality_tab
@@ -48,6 +49,10 @@ def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
                 build_demonstrations_tab(leads, campaign)
             with gr.Tab("Export", id="lead-export", elem_id="lead-export-tab"):
                 build_export_tab(leads, campaign, exports_dir)
+            with gr.Tab("Generate", id="lead-generate", elem_id="lead-generate-tab"):
+                build_generate_tab(leads, campaign)
+            with gr.Tab("Evaluation", id="lead-evaluation", elem_id="lead-evaluation-tab"):
+                build_evaluation_tab(leads, campaign)
     with gr.Tab("Users", id="users", visible=False, elem_id="users-tab") as users_tab:
         build_users_tab(leads, users_tab)
 
