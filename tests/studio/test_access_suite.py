@@ -43,8 +43,8 @@ MARK = "zq7wx"  # in every text of campaign X: an answer holding it holds X's da
 CALLERS = [None, "ada", "olga", "lena", "root"]  # nobody, X's rater, another campaign's lead, X's lead, an admin
 # Each tab's rule for a call that names a campaign (None: its calls name none). The header (None) holds the picker
 # of the campaigns one may rate.
-RULES = {None: members.may_rate, "compare": members.may_rate, "write": members.may_rate, "history": members.may_rate, "lead": members.may_lead,
-         "users": None, "account": None}  # fmt: skip
+RULES = {None: members.may_rate, "compare": members.may_rate, "write": members.may_rate, "history": members.may_rate,
+         "lead": members.may_lead, "users": None, "account": None}  # fmt: skip
 NAMES_X = {"concord-campaign", "lead-campaign", "adjudication-pair-id", "campaigns-calibration-pair",
            "demonstrations-id"}  # fmt: skip
 UNLOGGED = {"loginsession", "login_session", "loginfailure", "login_failure"}
