@@ -43,12 +43,23 @@ def _ci(row: dict[str, Any], key: str = "rating") -> str:
     return f"{row[key]:.0f} [{row[low]:.0f}, {row[high]:.0f}]"
 
 
-def ratings_table(ratings: dict[str, Any], category: str = "all") -> pd.DataFrame:
-    """One row per model: rank, rating and Davidson rating with 95% intervals, votes, win rate."""
-    rows = [[category, r["rank"], r["model"], _ci(r), _ci(r, "davidson"), r["votes"], f"{r['win_rate']:.0%}"]
+def ratings_table(ratings: dict[str, Any], category: str | None = None) -> pd.DataFrame:
+    """One row per model: rank, rating and Davidson rating with 95% intervals, votes, win rate (and the category)."""
+    rows = [[r["rank"], r["model"], _ci(r), _ci(r, "davidson"), r["votes"], f"{r['win_rate']:.0%}"]
             for r in ratings["ratings"]]  # fmt: skip
-    return pd.DataFrame(rows, columns=["category", "rank", "model", "rating [95% CI]", "Davidson [95% CI]", "votes",
-                                       "win rate"])  # fmt: skip
+    table = pd.DataFrame(rows, columns=["rank", "model", "rating [95% CI]", "Davidson [95% CI]", "votes", "win rate"])
+    return table if category is None else table.assign(category=category)[["category", *table.columns]]
+
+
+def separation_line(ratings: dict[str, Any]) -> str:
+    """Whether the top two models' intervals are apart, else about how many votes would part them."""
+    s = ratings["separation"]
+    first, second = s["models"]
+    if s["separated"]:
+        return f"{first} and {second}: their intervals are apart."
+    if s["votes_needed"] is None:
+        return f"{first} and {second} are rated the same: no number of votes is estimated to part them."
+    return f"{first} and {second}: intervals overlap; about {s['votes_needed']:,} votes in all should part them."
 
 
 def win_matrix(ratings: dict[str, Any]) -> pd.DataFrame:
@@ -125,7 +136,7 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         overall, by_category = report["overall"], report["categories"].items()
         return {
             summary: f"**{overall['n_votes']}** votes on **{report['n_pairs']}** pairs by **{report['n_raters']}** "
-            "raters.",
+            f"raters. {separation_line(overall)}",
             ratings: ratings_table(overall),
             matrix: win_matrix(overall),
             categories: pd.concat([ratings_table(r, c) for c, r in by_category]) if by_category else pd.DataFrame(),

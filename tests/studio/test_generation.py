@@ -147,7 +147,7 @@ def test_the_evaluation_view_of_a_seeded_campaign(engine, evaluation):  # noqa: 
     with pytest.raises(ValidationFailed, match="preference campaign"):
         leads.evaluation(lead_id, other_id)
 
-    from studio.tabs.evaluation import ratings_table, win_matrix
+    from studio.tabs.evaluation import ratings_table, separation_line, win_matrix
 
     table, matrix = ratings_table(report["overall"]), win_matrix(report["overall"])
     assert list(table["model"]) == ranked and list(table["rank"])[0] == 1
@@ -158,3 +158,5 @@ def test_the_evaluation_view_of_a_seeded_campaign(engine, evaluation):  # noqa: 
     assert w["rate"][a][b] > 0.9 and cells.loc[best, worst] == f"{w['rate'][a][b]:.0%} [{w['low'][a][b]:.0%}, " \
         f"{w['high'][a][b]:.0%}] n={w['votes'][a][b]:.0f}"
     assert cells.loc[best, best] == "-"
+    assert separation_line(report["overall"]).startswith(f"{best} and {ranked[1]}: ")
+    assert list(ratings_table(report["categories"]["math"], "math")["category"]) == ["math"] * 3
