@@ -111,7 +111,7 @@ def build_generate_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     start.click(on_start, inputs=[campaign, specs, n, temperature, max_new], outputs=outputs, api_name="lead_generate",
                 **LEAD_EVENTS)  # fmt: skip
     for trigger in (check.click, timer.tick, campaign.change):
-        trigger(on_progress, inputs=campaign, outputs=[state, table, timer], **LEAD_EVENTS)
+        trigger(on_progress, inputs=campaign, outputs=[state, table, timer], api_visibility="private", **LEAD_EVENTS)
 
 
 def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:

@@ -174,7 +174,7 @@ def build_history_tab(service: StudioService, tab: gr.Tab) -> None:
     tab.select(on_show, filters, outputs, api_visibility="private", **events)
     for trigger in (go.click, search.submit, campaign.input, since.submit, until.submit):
         trigger(on_search, filters, outputs, api_visibility="private", **events)
-    results.input(on_open, results, outputs, api_name="open_history_item", **events)
+    results.input(on_open, results, outputs, api_visibility="private", **events)
     for button in (save, save_demo):
         saved = button.click(
             on_save, [opened, *filters, *form, editor, claims], outputs, api_visibility="private", **events

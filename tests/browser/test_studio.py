@@ -11,6 +11,7 @@ import time
 import zipfile
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 from sqlmodel import Session, select
 
@@ -98,10 +99,17 @@ def edit_cell(page, grid: str, cell: str, text: str) -> None:
 
 
 def open_compare(page) -> None:
-    """Wait until Compare shows its item, accepting the campaign's consent if it is asked."""
-    page.locator("#compare-task:visible, #compare-consent:visible").first.wait_for()
-    if page.locator("#compare-consent").is_visible():
-        page.locator("#compare-consent-accept").click()
+    """Wait until Compare shows its item, accepting the campaign's consent if it is asked. Right after a campaign
+    change the panel on screen may still be the previous campaign's consent, replaced while it is clicked: then look
+    again."""
+    for _ in range(3):
+        page.locator("#compare-task:visible, #compare-consent:visible").first.wait_for()
+        if not page.locator("#compare-consent").is_visible():
+            break
+        try:
+            page.locator("#compare-consent-accept").click(timeout=5000)
+        except PlaywrightTimeoutError:
+            continue
     page.locator("#compare-task").wait_for(state="visible")
 
 
@@ -215,6 +223,7 @@ def test_a_reload_keeps_the_unsent_drafts(studio, browser):
     left_text = page.locator("#compare-left .concord-rawtext").text_content()  # the raw text, as stored
     page.keyboard.press("1")
     page.locator("#compare-reasoning textarea").click()
+    expect(page.locator("#compare-reasoning textarea")).to_be_focused()  # typed keys are text, not shortcuts
     page.keyboard.type("Half a thought about the left response")
     page.get_by_role("tab", name="Write").click()
     page.locator("#write-task").wait_for(state="visible")
@@ -245,6 +254,7 @@ def test_training_mode_shows_the_calibration_answer_after_the_submit(studio, bro
     open_campaign(page, "training")
     page.keyboard.press("3")
     page.locator("#compare-reasoning textarea").click()
+    expect(page.locator("#compare-reasoning textarea")).to_be_focused()  # typed keys are text, not shortcuts
     page.keyboard.type("Both responses look equally good to me on this one.")
     page.keyboard.press("Control+Enter")
 
@@ -274,6 +284,7 @@ def test_script_in_prompts_responses_and_reasoning_stays_inert_text(studio, brow
         expect(page.locator(f"{pane} .concord-md")).to_contain_text(payload)
     page.keyboard.press("2")
     page.locator("#compare-reasoning textarea").click()
+    expect(page.locator("#compare-reasoning textarea")).to_be_focused()  # typed keys are text, not shortcuts
     page.keyboard.type(f"Left is fine; quoting it: {payload}")
     page.keyboard.press("Control+Enter")
     expect(page.locator("#compare-status")).to_contain_text("Nothing left to judge")

@@ -326,6 +326,8 @@ REFUSED = {
     "/admin_erase": lambda s: ["lena", "remove", True],
     "/admin_reset_password": lambda s: ["lena"],
     "/lead_exports": lambda s: [s["campaign"]],
+    "/lead_generate": lambda s: [s["campaign"], "tiny=some/model", 1, 1.0, 16],
+    "/lead_evaluation": lambda s: [s["campaign"]],
 }
 
 
