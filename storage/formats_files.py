@@ -8,6 +8,7 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -22,6 +23,11 @@ from storage.formats_records import ImportFailed
 Rows = Iterator[tuple[int, Any]]
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".csv", ".parquet")
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+MAX_JSON_DEPTH = 800  # above an OASST tree of MAX_TURNS_CEILING turns (two levels a turn)
+"""Deeper records are refused before the JSON reader recurses into them: near the interpreter's recursion limit a
+finaliser that runs meanwhile fails too, as an exception nothing can catch."""
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _NAME_LENGTH = 256  # Provenance.source
 
@@ -117,6 +123,9 @@ def _decode(path: Path, number: int, raw: bytes) -> str:
         raise ImportFailed(path, problem, line=number) from exc
 
 
+_TOO_DEEP = f"nests lists or objects more deeply than {MAX_JSON_DEPTH} levels"
+
+
 def _json_value(path: Path, number: int, decode: Callable[[], Any], text: str, start: int = 0) -> Any:
     """``decode()``, or ImportFailed naming the record and, for a line that broke off, the field it broke off in."""
     try:
@@ -126,8 +135,7 @@ def _json_value(path: Path, number: int, decode: Callable[[], Any], text: str, s
         problem = f"not valid JSON ({exc.msg} at column {exc.colno}); is the line truncated?"
         raise ImportFailed(path, problem, line=number, field=keys[-1] if keys else None) from exc
     except RecursionError as exc:
-        problem = "nests lists or objects more deeply than the JSON reader allows (about 1,000 levels)"
-        raise ImportFailed(path, problem, line=number) from exc
+        raise ImportFailed(path, _TOO_DEEP, line=number) from exc
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
         raise ImportFailed(path, f"not valid JSON ({exc})", line=number) from exc
 
@@ -142,7 +150,15 @@ def _json_rows(path: Path) -> Rows:
             yield from _json_array(path, _decode(path, 0, b"".join([raw, *(more for _, more in lines)])))
             return
         first, line = False, _decode(path, number, raw)
+        if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _depth(line) > MAX_JSON_DEPTH:
+            raise ImportFailed(path, _TOO_DEEP, line=number)
         yield number, _json_value(path, number, lambda line=line: json.loads(line), line)
+
+
+def _depth(text: str) -> int:
+    """How deeply ``text`` nests lists and objects (brackets inside strings not counted)."""
+    steps = (1 if b in "[{" else -1 for b in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)))
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def _json_array(path: Path, text: str) -> Rows:
