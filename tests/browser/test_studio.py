@@ -71,9 +71,15 @@ def user_id(engine, username: str) -> int:
 
 
 def choose(page, elem_id: str, option: str) -> None:
-    """Pick ``option`` in the gr.Dropdown ``elem_id``."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick ``option`` in the gr.Dropdown ``elem_id``. While the page is still loading, the list is rebuilt under the
+    pointer (never "stable" for Playwright): then open it again."""
+    for _ in range(3):
+        page.locator(f"#{elem_id} input").click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=5000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
     expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
