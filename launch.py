@@ -166,7 +166,8 @@ def cmd_eval_report(args) -> None:
     from storage.quality.evaluation import plot_evaluation, render_evaluation
 
     try:
-        report = evaluation_report(engine=_engine(args), campaign=args.campaign, n_boot=args.n_boot, seed=args.seed)
+        report = evaluation_report(engine=_engine(args), campaign=args.campaign, judge=args.judge, n_boot=args.n_boot,
+                                   seed=args.seed)  # fmt: skip
     except ValueError as error:
         sys.exit(f"eval-report failed: {error}")
     render_evaluation(report, Console())
@@ -293,6 +294,16 @@ def cmd_eval(args) -> None:
     print(json.dumps({name: value for name, value in result.items() if name != "eval"}, indent=2))
 
 
+def cmd_score(args) -> None:
+    from alignment.score import score_campaign
+
+    try:
+        result = score_campaign(engine=_engine(args), campaign=args.campaign, run=args.run, mc_dropout=args.mc_dropout)
+    except ValueError as error:
+        sys.exit(f"score failed: {error}")
+    print(json.dumps(result, indent=2))
+
+
 def _add_training_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a recipe: recipes/tiny/dpo.yaml --key value ...")
     train.add_argument("recipe", help="recipe YAML (see recipes/README.md)")
@@ -309,6 +320,15 @@ def _add_training_commands(commands) -> None:
         "DPO policy (JSONL/Parquet prompt/chosen/rejected, or any format import reads)",
     )
     evaluate.set_defaults(func=cmd_eval)
+
+    score = commands.add_parser(
+        "score", help="score every pair of a campaign with a reward-model run (active selection, judge, label errors)"
+    )
+    score.add_argument("--campaign", required=True)
+    score.add_argument("--run", required=True, help="a finished reward-model run of this database")
+    score.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                       help="also score each pair N times with dropout on and store the margin's spread")  # fmt: skip
+    score.set_defaults(func=cmd_score)
 
 
 def _add_generate_command(commands) -> None:
@@ -453,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--campaign", required=True)
     report.add_argument("--plot", metavar="PNG", help="where to write the plot (default: CAMPAIGN-ratings.png)")
     report.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    report.add_argument("--judge", metavar="RUN", help="the reward-model run shown as a judge beside the raters "
+                        "(default: the run that scored the campaign last; see launch.py score)")  # fmt: skip
     report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     report.add_argument("--seed", type=int, default=0, help="seeds the bootstrap")
     report.set_defaults(func=cmd_eval_report)

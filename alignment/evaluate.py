@@ -47,7 +47,8 @@ def find_run_folder(run: str, *, engine: Engine | None) -> Path:
     raise ValueError(f"no training run is called {run!r}, and {run!r} is not a run folder (with a config.yaml)")
 
 
-def _configs(run_dir: Path):
+def run_configs(run_dir: Path):
+    """The run's (data, training, model) arguments from its config.yaml, set up to evaluate on this machine."""
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     # Evaluation only: nothing is reported or saved, the reference is passed in, and a GPU run evaluates on CPU.
     resolved["training"] |= {"output_dir": str(run_dir / "eval"), "report_to": "none", "resume_from_checkpoint": None}
@@ -101,7 +102,7 @@ def _write(run_dir: Path, name: str, result: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Recompute the run's held-out metrics from its model and rows; written to <run>/eval/heldout.json."""
-    configs = _configs(run_dir)
+    configs = run_configs(run_dir)
     data_args = configs[0]
     exported = run_dir / "data"
     dataset = from_folder_or_name(str(exported) if (exported / "dataset").is_dir() else data_args.dataset)[0]
@@ -132,7 +133,7 @@ def pairs_dataset(path: str | Path) -> tuple[Dataset, int]:
 def score_pairs(run_dir: Path, path: str | Path) -> dict[str, Any]:
     """Pairwise accuracy and mean margin of the run's reward model (or DPO policy against its reference) on the
     pairs of ``path``; written to <run>/eval/pairs-<file name>.json."""
-    configs = _configs(run_dir)
+    configs = run_configs(run_dir)
     method = configs[0].method
     if method not in PAIR_METRICS:
         raise ValueError(f"{run_dir.name} is a {method} run: only a reward model or a DPO policy scores pairs")

@@ -64,10 +64,11 @@ def tokenize_pairs(rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_length
 
 
 @torch.inference_mode()
-def score_encoded(model, tokenizer: PreTrainedTokenizerBase, encoded: Dataset, batch_size: int = 32) -> dict:
+def score_encoded(model, tokenizer: PreTrainedTokenizerBase, encoded: Dataset, batch_size: int = 32,
+                  dropout: bool = False) -> dict:  # fmt: skip
     """Each pair's chosen and rejected score from token ids (``tokenize_pairs``'s rows), in batches of similar
-    length so little is padding."""
-    model.eval()
+    length so little is padding; with ``dropout`` the model's dropout stays on (one Monte Carlo sample)."""
+    model.train(dropout)
     device = next(model.parameters()).device
     scores = {}
     for side in ("chosen", "rejected"):

@@ -13,8 +13,9 @@ from sqlalchemy import Engine, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from storage.models import CalibrationItem, Campaign, Judgment, Pair, Prompt, Response, User
+from storage.models import CalibrationItem, Campaign, Judgment, Pair, PairScore, Prompt, Response, TrainingRun, User
 from storage.queue import MIN_CALIBRATION_ANSWERS
+from storage.scores import latest_scoring_run
 
 JUDGMENT_COLUMNS = (
     "item", "rater", "preference", "both_bad", "left", "time_on_task_s", "reasoning",
@@ -90,8 +91,43 @@ def model_judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFr
     return pd.read_sql(query, session.connection()).astype({"calibration": bool})
 
 
-def evaluation_report(*, engine: Engine, campaign: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The evaluation report (``storage.quality.evaluation.evaluation_report``) of the campaign named ``campaign``."""
+def scored_model_pairs_for(*, session: Session, campaign_id: int, run_id: int) -> pd.DataFrame:
+    """The run's scores of the campaign's pairs between two different models (calibration items left out):
+    ``item``, ``model_a``, ``model_b``, ``margin`` (score A minus score B)."""
+    response_a, response_b = aliased(Response), aliased(Response)
+    query = (
+        select(PairScore.pair_id.label("item"), response_a.author.label("model_a"),
+               response_b.author.label("model_b"), (PairScore.score_a - PairScore.score_b).label("margin"))
+        .join(Pair, Pair.id == PairScore.pair_id)
+        .join(response_a, response_a.id == Pair.response_a_id)
+        .join(response_b, response_b.id == Pair.response_b_id)
+        .where(Pair.campaign_id == campaign_id, PairScore.run_id == run_id, response_a.author != response_b.author)
+        .where(~exists().where(CalibrationItem.pair_id == Pair.id))
+        .order_by(PairScore.pair_id)
+    )  # fmt: skip
+    return pd.read_sql(query, session.connection())
+
+
+def _judge(*, session: Session, campaign_id: int, judge: str | None) -> tuple[str, pd.DataFrame] | None:
+    """The judging run (``judge`` by name, else the one that scored the campaign last) and its scored pairs."""
+    if judge is None:
+        run = latest_scoring_run(session=session, campaign_id=campaign_id)
+    else:
+        run = session.execute(select(TrainingRun).where(TrainingRun.name == judge)).scalars().first()
+    if run is None and judge is not None:
+        raise ValueError(f"no training run is called {judge!r}")
+    if run is None:
+        return None
+    pairs = scored_model_pairs_for(session=session, campaign_id=campaign_id, run_id=run.id)
+    if pairs.empty and judge is not None:
+        raise ValueError(f"run {judge!r} has not scored this campaign: launch.py score --campaign ... --run {judge}")
+    return (run.name, pairs) if not pairs.empty else None
+
+
+def evaluation_report(*, engine: Engine, campaign: str, judge: str | None = None, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The evaluation report (``storage.quality.evaluation.evaluation_report``) of the campaign named ``campaign``,
+    with the reward-model run ``judge`` (default: the run that scored it last, if any) as one more judge."""
     from storage.quality.evaluation import evaluation_report as build
 
     with Session(engine) as session:
@@ -99,7 +135,8 @@ def evaluation_report(*, engine: Engine, campaign: str, n_boot: int = 1000, seed
         if found is None:
             raise ValueError(f"no campaign named {campaign!r}")
         frame = model_judgment_frame_for(session=session, campaign_id=found.id)
-    return {"campaign": campaign, "kind": found.kind, **build(frame, n_boot=n_boot, seed=seed)}
+        judged = _judge(session=session, campaign_id=found.id, judge=judge)
+    return {"campaign": campaign, "kind": found.kind, **build(frame, judge=judged, n_boot=n_boot, seed=seed)}
 
 
 def quality_report(*, engine: Engine, campaign: str, n_boot: int = 1000) -> dict[str, Any]:

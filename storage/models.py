@@ -73,6 +73,14 @@ class ClaimStatus(StrEnum):
     false = "false"
 
 
+class QueueOrder(StrEnum):
+    """Which open pair a rater gets first: import order, or what the campaign's reward model would learn most from."""
+
+    fifo = "fifo"
+    uncertainty = "uncertainty"  # the smallest predicted margin first
+    disagreement = "disagreement"  # judged pairs whose consensus the reward model disputes first, then uncertainty
+
+
 class TaskKind(StrEnum):
     judgment = "judgment"
     demonstration = "demonstration"
@@ -145,6 +153,7 @@ class CampaignBase(SQLModel):
     calibration_window: int = Field(default=20, ge=1)
     probation: bool = True
     criteria_required: bool = False  # every rubric criterion must be scored: an unrated one refuses the submit
+    queue_order: QueueOrder = Field(default=QueueOrder.fifo, sa_type=String(16))
 
 
 class CampaignCreate(CampaignBase):
@@ -167,6 +176,7 @@ class CampaignUpdate(SQLModel):
     calibration_window: int | None = Field(default=None, ge=1)
     probation: bool | None = None
     criteria_required: bool | None = None
+    queue_order: QueueOrder | None = None
 
 
 class Campaign(CampaignBase, table=True):
@@ -447,6 +457,20 @@ class TrainingRun(SQLModel, table=True):
     stale: bool = False  # set when data it learned from was erased
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+
+class PairScore(SQLModel, table=True):
+    """A reward model's scores of a pair's two responses (alignment.score): for active selection, for a reward model
+    judging an evaluation campaign, and for finding likely label errors."""
+
+    __table_args__ = (UniqueConstraint("pair_id", "run_id", name="uq_pairscore_pair_run"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", index=True)
+    run_id: int = Field(foreign_key="trainingrun.id", index=True)
+    score_a: float
+    score_b: float
+    margin_std: float = 0.0  # spread of score_a - score_b over MC-dropout samples; 0 without them
+    scored_at: datetime = Field(default_factory=utcnow)
 
 
 class ImportJob(SQLModel, table=True):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from storage.quality.judge import judge_figures, judge_line
 from storage.quality.judgments import first_judgments
 from storage.quality.ratings import rate_models
 
@@ -82,8 +83,10 @@ def model_figures(frame: pd.DataFrame) -> dict[str, Any] | None:
     return _plain({"win_rates": win_rates_by_model(kept), "agreement_by_pairing": agreement_by_pairing(kept)})
 
 
-def evaluation_report(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Ratings over every vote and per category (a category needs votes between two models or more)."""
+def evaluation_report(frame: pd.DataFrame, *, judge: tuple[str, pd.DataFrame] | None = None, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Ratings over every vote and per category (a category needs votes between two models or more); with ``judge``
+    (a reward-model run's name and its scored pairs, storage.quality.judge) that judge's figures beside them."""
     kept = votes(frame)
     if kept.empty:
         raise ValueError("no votes between two different models yet: pair responses of two models or more, judge them")
@@ -93,8 +96,13 @@ def evaluation_report(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
         if len(set(group["model_a"]) | set(group["model_b"])) >= 2:
             categories[category] = rate_models(group["model_a"], group["model_b"], group["outcome"], n_boot=n_boot,
                                                seed=seed)  # fmt: skip
+    judged = None
+    if judge is not None:
+        run, pairs = judge
+        judged = {"run": run} | judge_figures(kept, pairs, overall, n_boot=n_boot, seed=seed)
     return _plain({"overall": overall, "categories": categories, "n_raters": int(kept["rater"].nunique()),
-                   "n_pairs": int(kept["item"].nunique()), "by_model": win_rates_by_model(kept)})  # fmt: skip
+                   "n_pairs": int(kept["item"].nunique()), "by_model": win_rates_by_model(kept),
+                   "judge": judged})  # fmt: skip
 
 
 def _cell(rate, low, high, votes_) -> str:
@@ -163,6 +171,9 @@ def render_evaluation(report: dict[str, Any], console) -> None:
     console.print(_separation(report["overall"]))
     for category, ratings in report["categories"].items():
         render_ratings(ratings, console, f"Category {category}")
+    if report.get("judge"):
+        render_ratings(report["judge"]["ratings"], console, f"Judge {report['judge']['run']} (reward model)")
+        console.print(judge_line(report["judge"]))
 
 
 def plot_evaluation(report: dict[str, Any], path: Path) -> Path:

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from storage.quality.evaluation import evaluation_figure
+from storage.quality.judge import judge_line
 from studio.generation import GenerationProgress
 from studio.leads import LeadService
 from studio.login import current_user
@@ -19,6 +20,10 @@ KEYS_NOTE = (
     "`pkg:PACKAGE` (optionally `#FILE.gguf`), or `MODEL@http://HOST/v1` for an OpenAI-compatible endpoint. "
     "**Endpoint keys are never typed here:** the server passes its own `$CONCORD_OPENAI_API_KEY` (or "
     "`$OPENAI_API_KEY`) to the run. Generation runs in the background; leave this page and come back."
+)
+NO_JUDGE = (
+    "No reward model has judged this campaign. To see one beside the raters, score its pairs with a reward "
+    "run: `python launch.py score --campaign NAME --run RUN` (or *Use as judge* under *Runs*)."
 )
 STATES = {"none": "No generation started for this campaign yet.", "running": "**Running**",
           "finished": "**Finished**", "failed": "**Failed**",
@@ -128,6 +133,9 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
                           elem_id="evaluation-matrix")  # fmt: skip
     categories = gr.Dataframe(label="Per category", interactive=False, elem_id="evaluation-categories")
     plot = gr.Plot(label="Ratings and win rates", elem_id="evaluation-plot")
+    judge = gr.Markdown(elem_id="evaluation-judge")
+    judge_ratings = gr.Dataframe(label="The reward model's ratings, from its own votes on the same pairs",
+                                 interactive=False, visible=False, elem_id="evaluation-judge-ratings")  # fmt: skip
 
     @said_beside(refused, ValueError)  # no votes between two models yet
     def on_refresh(campaign_id, request: gr.Request, profile: Profile) -> dict:
@@ -141,7 +149,11 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             matrix: win_matrix(overall),
             categories: pd.concat([ratings_table(r, c) for c, r in by_category]) if by_category else pd.DataFrame(),
             plot: evaluation_figure(report),
+            judge: "#### A reward model as judge\n\n" + (judge_line(report["judge"]) if report["judge"] else NO_JUDGE),
+            judge_ratings: gr.Dataframe(
+                ratings_table(report["judge"]["ratings"]) if report["judge"] else None, visible=bool(report["judge"])
+            ),  # fmt: skip
         }
 
-    outputs = [summary, ratings, matrix, categories, plot, refused]
+    outputs = [summary, ratings, matrix, categories, plot, judge, judge_ratings, refused]
     refresh.click(on_refresh, inputs=campaign, outputs=outputs, api_name="lead_evaluation", **LEAD_EVENTS)

@@ -1,10 +1,12 @@
 """An evaluation campaign end to end: MT-bench-style questions imported, answered by a tiny local model and by a
 fake OpenAI-compatible endpoint (launch.py generate), paired blind (launch.py pair), judged through the studio's
-service, then rated (launch.py eval-report)."""
+service, then rated (launch.py eval-report), with a reward model trained on the judgments as a judge beside the
+raters (launch.py train, launch.py score)."""
 
 import dataclasses
 import json
 import random
+from pathlib import Path
 
 from sqlmodel import Session, select
 
@@ -24,6 +26,7 @@ QUESTIONS = [
     {"question_id": 83, "category": "writing", "turns": ["Name three kinds of owls."]},
 ]
 MODELS = ("remote", "tiny")
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
 
 def judge_all(engine, campaign_id: int, raters: list[int]) -> int:
@@ -42,7 +45,7 @@ def judge_all(engine, campaign_id: int, raters: list[int]) -> int:
     return judged
 
 
-def test_generate_judge_report(engine, tmp_path, tiny_causal_lm, capsys):
+def test_generate_judge_report(engine, tmp_path, tiny_causal_lm, tiny_encoder, capsys):
     url = ["--database-url", engine.url.render_as_string(hide_password=False)]
     questions = tmp_path / "question.jsonl"
     questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
@@ -78,3 +81,17 @@ def test_generate_judge_report(engine, tmp_path, tiny_causal_lm, capsys):
     with Session(engine) as session:
         params = {r.author: r.generation_params for r in session.exec(select(Response))}
     assert params["tiny"]["backend"] == "transformers" and params["remote"]["backend"] == "openai-compatible"
+
+    # A reward model learns the raters' taste from these judgments, scores the pairs and joins the report as a judge.
+    launch.main(["train", str(RECIPES / "reward.yaml"), "--model_name_or_path", tiny_encoder, "--campaign", "arena",
+                 "--run_name", "arena-rm", "--max_steps", "40", "--test_fraction", "0.0", "--output_root",
+                 str(tmp_path / "runs"), *url])  # fmt: skip
+    launch.main(["score", "--campaign", "arena", "--run", "arena-rm", *url])
+    launch.main(["eval-report", "--campaign", "arena", "--n-boot", "200", "--json", str(report_path),
+                 "--plot", str(tmp_path / "ratings.png"), *url])  # fmt: skip
+    assert "Reward model arena-rm as judge on 6 pairs: agrees with the human majority on" in capsys.readouterr().out
+    judge = json.loads(report_path.read_text())["judge"]
+    assert judge["run"] == "arena-rm" and judge["n_pairs"] == 6
+    assert judge["agreement"]["n"] == 6 and judge["agreement"]["rate"] >= 5 / 6  # every majority is "remote"
+    assert judge["rater_agreement"]["n"] == 18 and judge["rater_agreement"]["rate"] == 16 / 18  # two ties
+    assert [r["model"] for r in judge["ratings"]["ratings"]][0] == "remote"

@@ -1,5 +1,6 @@
 """A lead reads an evaluation campaign's results in a real headless Chromium at 1280x800 (conftest.py): the models
-by rank with their ratings, the win-rate matrix and the plot; and a Generate form left empty is refused beside it."""
+by rank with their ratings, the win-rate matrix and the plot, a reward model's verdict as a judge beside the raters';
+and a Generate form left empty is refused beside it."""
 
 import json
 
@@ -10,7 +11,7 @@ from sqlmodel import Session, select
 from storage import members
 from storage.db import write_session
 from storage.imports import import_file
-from storage.models import Campaign, Role, User
+from storage.models import Campaign, Pair, PairScore, Response, Role, TrainingRun, User
 from storage.pairing import form_pairs
 from tests.browser.conftest import log_in, screenshot
 from tests.studio.test_evaluation import CATEGORIES, QUALITY, answer, judge_everything
@@ -39,6 +40,14 @@ def arena(studio, tmp_path_factory):
         members.set_member(session=session, campaign=campaign, user=lena, role=Role.lead, actor_id=None)
         ids = campaign.id, [u.id for u in raters]
     judge_everything(engine, *ids)
+    with write_session(engine) as session, session.begin():  # a reward model that ranks gamma above beta
+        run = TrainingRun(name="arena-rm", method="reward", status="finished")
+        session.add(run)
+        session.flush()
+        taste = {"alpha-7b": 3.0, "beta-13b": 1.0, "gamma-1b": 2.0}
+        for pair in session.exec(select(Pair).where(Pair.campaign_id == ids[0])):
+            a, b = (session.get(Response, r).author for r in (pair.response_a_id, pair.response_b_id))
+            session.add(PairScore(pair_id=pair.id, run_id=run.id, score_a=taste[a], score_b=taste[b]))
     return ids[0]
 
 
@@ -60,6 +69,12 @@ def test_a_lead_reads_the_evaluation_and_an_empty_generate_form_is_refused(studi
     expect(page.locator("#evaluation-matrix")).to_contain_text("n=24")
     page.locator("#evaluation-plot").scroll_into_view_if_needed()
     expect(page.locator("#evaluation-plot img, #evaluation-plot svg, #evaluation-plot canvas").first).to_be_visible()
+    judge = page.locator("#evaluation-judge")
+    judge.scroll_into_view_if_needed()
+    expect(judge).to_contain_text("Reward model arena-rm as judge on 24 pairs: agrees with the human majority on")
+    expect(judge).to_contain_text("Rank correlation of its ratings with the humans': 0.50")
+    expect(page.locator("#evaluation-judge-ratings")).to_contain_text("gamma-1b")
+    screenshot(page, "lead-evaluation-judge")
     page.locator("#evaluation-summary").scroll_into_view_if_needed()
     screenshot(page, "lead-evaluation")
     with Session(studio["engine"]) as session:
