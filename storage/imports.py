@@ -122,8 +122,6 @@ def import_file(
         empty_responses=records.empty_responses, first_empty_line=records.first_empty_line,
         ignored_fields=sorted(records.ignored_fields),
     )  # fmt: skip
-    if report.empty_responses or report.ignored_fields:
-        log.warning(report.summary())
     writer = staging.writer_engine(engine)
     try:
         staging.finish_abandoned(engine=writer, chunk=limits.chunk_rows)
@@ -143,7 +141,7 @@ def import_file(
         if writer is not engine:
             writer.dispose()
     report = ImportReport(**published)
-    log.info(report.summary())
+    log.log(logging.WARNING if report.empty_responses or report.ignored_fields else logging.INFO, report.summary())
     return report
 
 

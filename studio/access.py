@@ -11,18 +11,19 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Engine, func
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
 from storage import accounts, members
-from storage.accounts import MAX_PASSWORD_CHARS
 from storage import sessions as login_sessions
+from storage.accounts import MAX_PASSWORD_CHARS
 from storage.db import write_session
 from storage.models import AuditEvent, Campaign, Role, User, utcnow
 from studio.sessions import SessionArguments, minutes_until, new_token
@@ -53,6 +54,14 @@ def _sentence(error: Exception) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+class Unavailable(RuntimeError):
+    """The database could not be reached (it restarted, or dropped the connection) after retrying; nothing was
+    written. What a person is told carries no SQL and no driver text."""
+
+    def __init__(self) -> None:
+        super().__init__("The database did not answer (it may be restarting); nothing was saved. Try again shortly.")
+
+
 class PermissionDenied(PermissionError):
     """The user may not do this: inactive, the wrong role, or the item or campaign is not theirs."""
 
@@ -70,6 +79,10 @@ class Service:
         self._login = login
 
     @property
+    def _sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"  # its OperationalErrors (a locked file) are no lost connection
+
+    @property
     def login(self) -> SessionArguments:
         """Session lifetime, throttle and cookie settings; from the environment unless given."""
         if self._login is None:
@@ -82,9 +95,18 @@ class Service:
                 with write_session(self.engine) as session, session.begin():
                     return action(session)
             except DBAPIError as error:
-                if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == ATTEMPTS:
+                # A dropped connection rolled the whole transaction back, so the action may run again on a new one.
+                lost = error.connection_invalidated or isinstance(error, OperationalError) and not self._sqlite
+                if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES and not lost:
                     raise
-                log.info("retrying after a transaction conflict (attempt %d): %s", attempt, error.orig)
+                if attempt == ATTEMPTS:
+                    if lost:
+                        log.error("the database did not answer after %d attempts: %s", attempt, error.orig)
+                        raise Unavailable() from error
+                    raise
+                log.info("retrying after a transaction conflict or a lost connection (attempt %d): %s", attempt,
+                         error.orig)  # fmt: skip
+                time.sleep(0.25 * attempt if lost else 0)  # a restarting server needs a moment
 
     def log_in(self, username: str, password: str, address: str = "", new_password: str | None = None) -> LoginOutcome:
         """Check a password under the throttle (per account name and per client address); on success open a session

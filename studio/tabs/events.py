@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from storage.imports import ImportFailed
-from studio.access import PermissionDenied
+from studio.access import PermissionDenied, Unavailable
 from studio.validation import ValidationFailed
 
 LEAD_EVENTS = {"concurrency_id": "lead", "concurrency_limit": 2}
@@ -25,7 +25,7 @@ LEAD_EVENTS = {"concurrency_id": "lead", "concurrency_limit": 2}
 Profile = gr.OAuthProfile | None
 """How a handler asks for the Hugging Face sign-in (``studio.login.current_user``); Gradio fills it in, or None."""
 
-USER_ERRORS = (PermissionDenied, ValidationFailed, ImportFailed, LookupError)
+USER_ERRORS = (PermissionDenied, ValidationFailed, ImportFailed, LookupError, Unavailable)
 FORM_ERRORS = (ValidationFailed, ImportFailed, LookupError)  # what a person fixes on the form itself
 
 

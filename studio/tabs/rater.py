@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from studio.access import Unavailable
 from studio.login import current_user
 from studio.service import ConsentRequired, PermissionDenied, Progress, StudioService, ValidationFailed
 from studio.tabs.consent import ConsentPanel
@@ -91,7 +92,7 @@ def refused_submit() -> Iterator[None]:
     """A refused submit: the reason stays on screen until closed, and the form keeps what the rater wrote."""
     try:
         yield
-    except (ValidationFailed, PermissionDenied) as error:
+    except (ValidationFailed, PermissionDenied, Unavailable) as error:
         raise gr.Error(str(error), duration=None, title="Not submitted") from error
 
 

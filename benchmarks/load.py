@@ -1,0 +1,352 @@
+"""Load and fault suites: the studio as a real server on 127.0.0.1, judged by a crowd of raters through gradio_client.
+
+    python benchmarks/load.py            # SQLite and PostgreSQL; 50, 100 and 200 raters for 60 s each; the faults
+    python benchmarks/load.py --quick    # SQLite and PostgreSQL; 20 raters for 15 s; the faults reduced (~2 min)
+    python benchmarks/load.py --engines sqlite --raters 50 --seconds 120
+
+Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
+127.0.0.1:5432) holding the 1,135 distinct HH-RLHF helpful-online pairs (overlap k 3, no consent text, no
+calibration) and one account per rater. Every rater is a thread with its own gradio_client Client: it logs in
+(password, as a browser would), asks for its campaign and its first pair, then submits judgment after judgment as
+the browser does (one call: the submit returns the next item), closed-loop with no think time, until the time is up
+or nothing is left. Every submit carries a reasoning text unique to it; a submit is acknowledged when the answer says
+it was saved.
+
+Then the database is checked: every acknowledged judgment stored exactly once (lost and duplicated counted), no pair
+judged by more than k raters, no rater judging a pair twice. Server CPU (utime + stime of the server process, from
+/proc) per acknowledged submit, submits per second, submit latency percentiles and the server's resident memory
+are reported.
+
+Faults, each checked the same way:
+- ``sigkill``: the server is SIGKILLed mid-load and started again on the same port; raters retry (a new Client)
+  until it is back and go on with the pair they held.
+- ``pg_restart`` (PostgreSQL): every connection of the database is terminated mid-load (pg_terminate_backend, what a
+  restart does to the server's pool); raters must see no stack trace or SQL text, and the server must go on.
+- ``export_kill``: ``launch.py export`` is SIGKILLed while writing; no half export may be left where a user looks
+  and no ExportRecord written; the export run again succeeds.
+- A training run killed and resumed is tests/alignment/test_ppo.py::test_a_killed_run_resumes... (SIGKILL of
+  ``launch.py train`` after a checkpoint, then ``--resume``), run in CI's slow suite.
+
+The last line printed is one JSON object; a section is appended to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from gradio_client import Client  # noqa: E402
+from sqlalchemy import create_engine, func, text  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
+
+from benchmarks._report import report  # noqa: E402
+from storage.accounts import create_user  # noqa: E402
+from storage.db import make_engine, upgrade_database, write_session  # noqa: E402
+from storage.imports import import_file  # noqa: E402
+from storage.models import Campaign, ExportRecord, Judgment, UserCreate  # noqa: E402
+
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "helpful-online" / "test.jsonl.gz"
+PG_ADMIN = os.environ.get("CONCORD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PASSWORD = "load-password-1"
+CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]
+CAMPAIGN = "load"
+K = 3
+LEAK = ("Traceback", "psycopg", "sqlalchemy", "OperationalError", "SELECT ", "INSERT ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def database(kind: str, folder: Path):
+    """A new empty database: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'load.db'}"
+        return
+    name = f"concord_load_{os.getpid()}_{int(time.time())}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='{name}'"))
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def seed(url: str, folder: Path, raters: int) -> list[str]:
+    """The HH pairs in campaign ``load`` and ``raters`` accounts; their usernames."""
+    pairs = folder / "hh.jsonl"
+    with gzip.open(HH, "rt", encoding="utf-8") as f:
+        rows = [row for row in map(json.loads, f) if row["chosen"] != row["rejected"]]
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    engine = make_engine(url)
+    upgrade_database(engine)
+    import_file(pairs, engine=engine, campaign=CAMPAIGN, fmt="hh-rlhf", license="MIT")
+    names = [f"rater{n:03d}" for n in range(raters)]
+    with write_session(engine) as session, session.begin():
+        campaign = session.exec(select(Campaign).where(Campaign.name == CAMPAIGN)).one()
+        campaign.consent_text, campaign.calibration_rate, campaign.overlap_k = "", 0.0, K
+        for name in names:
+            create_user(session=session, user=UserCreate(username=name, password=PASSWORD))
+    engine.dispose()
+    return names
+
+
+class Server:
+    """``launch.py studio`` on 127.0.0.1 as a process of its own; its CPU seconds and memory from /proc."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.url, self.folder, self.port, self.process = url, folder, free_port(), None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = os.environ | {"CONCORD_DATA_DIR": str(self.folder), "GRADIO_ANALYTICS_ENABLED": "False"}
+        command = [sys.executable, str(ROOT / "launch.py"), "--database-url", self.url, "studio", "--host",
+                   "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        log = (self.folder / "server.log").open("ab")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.address}/login", timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError(f"the studio did not start in 120 s: see {self.folder / 'server.log'}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+class Rater(threading.Thread):
+    """One rater: log in, open the campaign, then submit until ``stop`` is set or nothing is left."""
+
+    def __init__(self, name: str, server: Server, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.name_, self.server, self.stop = name, server, stop
+        self.acked: list[str] = []
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.done = False
+
+    def connect(self) -> tuple[Client, int]:
+        client = Client(self.server.address, auth=(self.name_, PASSWORD), verbose=False)
+        _, dropdown = client.predict(api_name="/campaigns")
+        campaign = next(value for label, value in dropdown["choices"] if label == CAMPAIGN)
+        shown = client.predict(campaign, api_name="/next_pair")
+        self.done = "Nothing left" in json.dumps(shown)
+        return client, campaign
+
+    def run(self) -> None:
+        client = None
+        while not self.stop.is_set() and not self.done:
+            try:
+                if client is None:
+                    client, campaign = self.connect()
+                    continue
+                reasoning = f"{self.name_}-{len(self.acked)}-{time.monotonic_ns()}: the left answer is clearer."
+                began = time.perf_counter()
+                shown = client.predict(campaign, -1, False, *CRITERIA, reasoning, 4, api_name="/submit_judgment")
+                self.latencies.append(time.perf_counter() - began)
+                status = json.dumps(shown[0])
+                if "Saved" in status:
+                    self.acked.append(reasoning)
+                self.done = "Nothing left" in status
+            except Exception as error:  # noqa: BLE001 - a rater keeps going, as a person retries
+                self.errors.append(f"{type(error).__name__}: {error}"[:300])
+                client = None
+                time.sleep(0.5)
+
+
+def check(url: str, acked: list[str]) -> dict:
+    """Every acknowledged judgment stored exactly once, no pair over k, no rater judging a pair twice."""
+    engine = make_engine(url)
+    with Session(engine) as session:
+        stored = dict(session.exec(select(Judgment.reasoning, func.count()).group_by(Judgment.reasoning)).all())
+        per_pair = session.exec(select(func.count()).select_from(Judgment).group_by(Judgment.pair_id)).all()
+        twice = session.exec(
+            select(func.count()).select_from(
+                select(Judgment.rater_id, Judgment.pair_id)
+                .group_by(Judgment.rater_id, Judgment.pair_id)
+                .having(func.count() > 1)
+                .subquery()
+            )  # fmt: skip
+        ).one()
+        total = session.exec(select(func.count()).select_from(Judgment)).one()
+    engine.dispose()
+    return {"acknowledged": len(acked), "stored": total, "lost": sum(1 for r in acked if r not in stored),
+            "duplicated": sum(1 for r in acked if stored.get(r, 0) > 1), "pairs_over_k": sum(n > K for n in per_pair),
+            "judged_a_pair_twice": twice}  # fmt: skip
+
+
+def crowd(server: Server, names: list[str], seconds: float, fault=None) -> tuple[list[Rater], float, float]:
+    """Run the raters for ``seconds`` (``fault(server)`` half-way); the raters, the wall time and server CPU used."""
+    stop = threading.Event()
+    raters = [Rater(name, server, stop) for name in names]
+    cpu, began = server.cpu_seconds(), time.monotonic()
+    for rater in raters:
+        rater.start()
+    if fault is not None:
+        time.sleep(seconds / 2)
+        fault(server)
+        cpu = None  # a restarted server's CPU is not comparable
+    time.sleep(max(0.0, began + seconds - time.monotonic()))
+    used = None if cpu is None else server.cpu_seconds() - cpu
+    stop.set()
+    for rater in raters:
+        rater.join(timeout=60)
+    return raters, time.monotonic() - began, used
+
+
+def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server, url: str) -> dict:
+    acked = [r for rater in raters for r in rater.acked]
+    latencies = sorted(t for rater in raters for t in rater.latencies)
+    errors = [e for rater in raters for e in rater.errors]
+
+    def pct(q: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else None
+
+    return {"raters": len(raters), "seconds": round(wall, 1), "submits_per_s": round(len(acked) / wall, 2),
+            "submit_p50_s": pct(0.5), "submit_p95_s": pct(0.95), "submit_max_s": latencies[-1] if latencies else None,
+            "server_cpu_ms_per_submit": round(1000 * cpu / len(acked), 1) if cpu and acked else None,
+            "server_rss_mib": round(server.rss_mib(), 1), "errors": len(errors),
+            "errors_leaking_internals": sum(any(word in e for word in LEAK) for e in errors),
+            "error_kinds": sorted({e.split(":")[0] for e in errors}),
+            "leaking": sorted({e for e in errors if any(word in e for word in LEAK)})[:3],
+            **check(url, acked)}  # fmt: skip
+
+
+def load_run(kind: str, raters: int, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+        names = seed(url, Path(tmp), raters)
+        server = Server(url, Path(tmp))
+        server.start()
+        try:
+            rss = server.rss_mib()
+            result = figures(*crowd(server, names, seconds), server, url)
+            return result | {"server_rss_start_mib": round(rss, 1)}
+        finally:
+            server.stop()
+
+
+def _restart(server: Server) -> None:
+    server.kill()
+    server.start()
+
+
+def _terminate_connections(server: Server) -> None:
+    name = server.url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
+                                "AND pid <> pg_backend_pid()"), {"name": name})  # fmt: skip
+    admin.dispose()
+
+
+def fault_run(kind: str, fault, raters: int, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+        names = seed(url, Path(tmp), raters)
+        server = Server(url, Path(tmp))
+        server.start()
+        try:
+            raters_, wall, _ = crowd(server, names, seconds, fault=fault)
+            return figures(raters_, wall, None, server, url)
+        finally:
+            server.stop()
+
+
+def export_kill(kind: str) -> dict:
+    """SIGKILL ``launch.py export`` while it writes: nothing half-written where a user looks, no record; then again."""
+    with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+        seed(url, Path(tmp), 1)
+        out = Path(tmp) / "exports" / "load-preference"
+        command = [sys.executable, str(ROOT / "launch.py"), "--database-url", url, "export", "--campaign", CAMPAIGN,
+                   "--kind", "preference", "--out", str(out)]  # fmt: skip
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(out.parent.glob("*")) and process.poll() is None:
+            time.sleep(0.01)
+        killed_while_writing = process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        engine = make_engine(url)
+        with Session(engine) as session:
+            records = session.exec(select(func.count()).select_from(ExportRecord)).one()
+        half = out.exists() and not (out / "export.json").is_file()
+        again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        with Session(engine) as session:
+            after = session.exec(select(func.count()).select_from(ExportRecord)).one()
+        engine.dispose()
+        return {"killed_while_writing": killed_while_writing, "records_after_kill": records,
+                "half_export_visible": half, "rerun_ok": again.returncode == 0 and (out / "export.json").is_file(),
+                "records_after_rerun": after}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 raters for 15 s per engine; faults reduced")
+    parser.add_argument("--engines", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    parser.add_argument("--raters", nargs="+", type=int, help="crowd sizes (default 50 100 200; quick: 20)")
+    parser.add_argument("--seconds", type=float, help="per crowd (default 60; quick: 15)")
+    args = parser.parse_args()
+    if not HH.is_file():
+        sys.exit(f"{HH} is missing: the load suite judges the real HH pairs (see ../shared/README.md)")
+    sizes = args.raters or ([20] if args.quick else [50, 100, 200])
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
+    fault_raters, fault_seconds = (10, 12.0) if args.quick else (50, 60.0)
+    results: dict = {"quick": args.quick}
+    for kind in args.engines:
+        results[kind] = {f"{n}_raters": load_run(kind, n, seconds) for n in sizes}
+        results[kind]["sigkill"] = fault_run(kind, _restart, fault_raters, fault_seconds)
+        if kind == "postgres":
+            results[kind]["pg_restart"] = fault_run(kind, _terminate_connections, fault_raters, fault_seconds)
+        results[kind]["export_kill"] = export_kill(kind)
+    runs = [run for kind in args.engines for run in results[kind].values() if "lost" in run]
+    results["total_lost"] = sum(run["lost"] for run in runs)
+    results["total_duplicated"] = sum(run["duplicated"] for run in runs)
+    command = "python benchmarks/load.py " + " ".join(sys.argv[1:])
+    report("Load and fault suites (benchmarks/load.py)", results, command.strip())
+
+
+if __name__ == "__main__":
+    main()
