@@ -5,7 +5,8 @@ stored judgments.
     python benchmarks/queue_scale.py --quick         # 10,000 and 100,000 judgments, SQLite only (about a minute)
 
 For each size a new database gets one campaign (overlap k 3) whose pairs are fully judged by a pool of 1,000
-raters (size / 3 pairs, each judged by 3 of them), plus 2,000 open pairs, written in bulk with Core inserts. Then
+raters (size / 3 pairs, each judged by 3 of them, each judgment with its closed lease), plus 2,000 open pairs,
+written in bulk with Core inserts. Then
 20 fresh raters, in turn, do what the studio's submit does through the real StudioService: submit the pair they
 hold, get the next one, read their progress line; 300 such cycles after 20 warm-up ones. The figures are the
 process CPU milliseconds per cycle (the server's share of a submit, without Gradio), and wall p50/p95; the ratio of
@@ -33,7 +34,7 @@ from sqlmodel import Session  # noqa: E402
 from benchmarks._report import report  # noqa: E402
 from benchmarks.load import database  # noqa: E402
 from storage.db import make_engine, upgrade_database, write_session  # noqa: E402
-from storage.models import Campaign, Judgment, Pair, Prompt, Response, Role, User, utcnow  # noqa: E402
+from storage.models import Assignment, Campaign, Judgment, Pair, Prompt, Response, Role, User, utcnow  # noqa: E402
 from studio.service import StudioService  # noqa: E402
 from studio.validation import JudgmentAnswer  # noqa: E402
 
@@ -80,6 +81,9 @@ def seed(url: str, judgments: int) -> tuple[int, list[int]]:
                              "criteria": {}, "reasoning": "bulk", "confidence": 3, "left": "a", "time_on_task_s": 5.0,
                              "guideline_version": 1, "server_time": now})  # fmt: skip
         _bulk(session, Judgment, rows)
+        _bulk(session, Assignment, [{"campaign_id": campaign.id, "rater_id": row["rater_id"], "task": "judgment",
+                                     "pair_id": row["pair_id"], "left": "a", "is_calibration": False, "leased_at": now,
+                                     "expires_at": now, "closed_at": now} for row in rows])  # fmt: skip
         campaign_id = campaign.id
     if engine.dialect.name == "postgresql":  # the bulk ids were given: move the sequences past them
         with write_session(engine) as session, session.begin():

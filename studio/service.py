@@ -6,6 +6,7 @@ display terms; the service alone knows which side is A, and whether an item is a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,9 +144,28 @@ def _feedback(session: Session, campaign: Campaign, judgment: Judgment) -> Calib
     )
 
 
+COVERAGE_SECONDS = 10.0
+"""How often a campaign's collected/needed figures on the progress line are counted again: counting every judgment
+of a large campaign on every submit made a submit cost more as the campaign grew (benchmarks/queue_scale.py)."""
+
+
 class StudioService(RaterHistory):
     """The raters' actions (their history and revisions: studio.history). Each public method is one transaction,
     retried on PostgreSQL conflicts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._coverage: dict[tuple[int, datetime | None], tuple[float, tuple[int, int], tuple[int, int]]] = {}
+
+    def _campaign_coverage(self, session: Session, campaign: Campaign, as_of: datetime | None) -> tuple:
+        """(judgments, demonstrations) as (collected, needed), counted at most every ``COVERAGE_SECONDS``."""
+        key, now = (campaign.id, as_of), time.monotonic()
+        counted = self._coverage.get(key)
+        if counted is None or counted[0] <= now:
+            judged = progress.judgment_coverage(session=session, campaign=campaign, before=as_of)
+            written = progress.demonstration_coverage(session=session, campaign=campaign, before=as_of)
+            counted = self._coverage[key] = (now + COVERAGE_SECONDS, judged, written)
+        return counted[1], counted[2]
 
     def _own_open_assignment(self, session: Session, rater_id: int, assignment_id: int, task: TaskKind) -> Assignment:
         self._active_user(session, rater_id)
@@ -195,8 +215,7 @@ class StudioService(RaterHistory):
             _, campaign = self._rater_in(session, rater_id, campaign_id)
             as_of = today if campaign.calibration_mode == CalibrationMode.audit else None
             mine = {"session": session, "rater_id": rater_id, "campaign_id": campaign.id}
-            judged = progress.judgment_coverage(session=session, campaign=campaign, before=as_of)
-            written = progress.demonstration_coverage(session=session, campaign=campaign, before=as_of)
+            judged, written = self._campaign_coverage(session, campaign, as_of)
             correct, answered = queue.calibration_standing(
                 session=session, rater_id=rater_id, campaign=campaign, before=as_of
             )

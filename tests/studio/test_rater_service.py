@@ -2,6 +2,7 @@
 
 import dataclasses
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from storage.models import (
     Role,
     User,
 )
-from studio.service import ConsentRequired, PermissionDenied, StudioService, ValidationFailed
+from studio.service import COVERAGE_SECONDS, ConsentRequired, PermissionDenied, StudioService, ValidationFailed
 from studio.validation import JudgmentAnswer, claims_from_rows, read_paste_events
 from tests.studio.test_service import GOOD, seed, snapshot
 
@@ -156,6 +157,7 @@ def test_audit_mode_progress_stops_at_midnight_so_no_submit_moves_it(engine):
     with write_session(engine) as s, s.begin():
         for judgment in s.exec(select(Judgment)):
             judgment.server_time -= timedelta(days=1)
+    service = StudioService(engine)  # a campaign's figures are counted again only every COVERAGE_SECONDS
     yesterday = service.progress(rater, campaign_id)
     assert (yesterday.judged_today, yesterday.judgments_collected, yesterday.calibration_answered) == (0, 2, 1)
 
@@ -217,3 +219,15 @@ def test_claim_rows_and_paste_events_from_the_browser(engine):
             rater, task.assignment_id, text="x", claims=[], time_on_task_s=1.0, paste_events=[{"chars": "many"}]
         )
     assert snapshot(engine) == before
+
+
+def test_a_campaigns_figures_are_counted_again_after_a_while_and_the_raters_own_at_once(engine, monkeypatch):
+    campaign_id, (rater, other) = seed(engine, pairs=3, k=2)
+    service = StudioService(engine, rng=random.Random(0))
+    assert service.progress(rater, campaign_id).judgments_collected == 0
+    judge_all(service, rater, campaign_id)
+    cached = service.progress(rater, campaign_id)
+    assert (cached.judged_total, cached.judgments_collected) == (3, 0)  # a big campaign is not recounted per submit
+    later = time.monotonic() + COVERAGE_SECONDS + 1
+    monkeypatch.setattr("studio.service.time.monotonic", lambda: later)
+    assert service.progress(rater, campaign_id).judgments_collected == 3
