@@ -304,6 +304,25 @@ def cmd_score(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_runs(args) -> None:
+    from rich.console import Console
+    from sqlmodel import Session
+
+    from storage.campaigns import campaign_id_for
+    from storage.runs import render_runs, run_rows, runs_json
+
+    with Session(_engine(args)) as session:
+        try:
+            campaign_id = campaign_id_for(session=session, name=args.campaign) if args.campaign else None
+        except ValueError as error:
+            sys.exit(f"runs failed: {error}")
+        rows = run_rows(session=session, campaign_id=campaign_id)
+    if args.json:
+        print(runs_json(rows))
+    else:
+        render_runs(rows, Console(width=None if sys.stdout.isatty() else 200))
+
+
 def _add_training_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a recipe: recipes/tiny/dpo.yaml --key value ...")
     train.add_argument("recipe", help="recipe YAML (see recipes/README.md)")
@@ -329,6 +348,11 @@ def _add_training_commands(commands) -> None:
     score.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                        help="also score each pair N times with dropout on and store the margin's spread")  # fmt: skip
     score.set_defaults(func=cmd_score)
+
+    runs = commands.add_parser("runs", help="training runs with state, metrics and lineage (as the studio's Runs tab)")
+    runs.add_argument("--campaign", help="only the runs that learned from this campaign")
+    runs.add_argument("--json", action="store_true", help="print them as JSON instead of a table")
+    runs.set_defaults(func=cmd_runs)
 
 
 def _add_generate_command(commands) -> None:

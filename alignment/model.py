@@ -24,6 +24,7 @@ from trl import get_peft_config, get_quantization_config
 
 from alignment.arguments import ModelArguments
 from alignment.data import training_columns
+from alignment.progress import HISTORY, LogHistoryCallback
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def train_and_evaluate(
     joins the metrics as is (e.g. how many pairs were truncated); ``heldout(trainer)``, when given, returns metrics
     of the trained model on test that replace or join the trainer's own (e.g. reward's per-pair figures).
     """
+    trainer.add_callback(LogHistoryCallback(Path(trainer.args.output_dir) / HISTORY))  # the studio's live view
     result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     if not math.isfinite(result.training_loss):
         raise FloatingPointError(f"training loss is {result.training_loss}: lower the learning rate or check the data")

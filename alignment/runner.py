@@ -160,4 +160,11 @@ def train(
         if main:
             fail_run(engine, summary["run_id"], error)
         raise
-    return finish_run(engine, summary["run_id"], metrics) if main else None
+    if not main:
+        return None
+    finished = finish_run(engine, summary["run_id"], metrics)
+    if data_args.method == "reward" and data_args.campaign is not None:
+        from alignment.score import refresh_queue_scores  # a campaign whose queue follows the reward model
+
+        refresh_queue_scores(engine=engine, campaign=data_args.campaign, run=finished.name)
+    return finished

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from datasets import Dataset
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from alignment.evaluate import find_run_folder, run_configs
 from alignment.model import load_tokenizer
@@ -27,6 +27,7 @@ from alignment.rollout import load_scorer
 from alignment.source import find_run
 from storage.campaigns import campaign_id_for
 from storage.db import write_session
+from storage.models import Campaign, QueueOrder
 from storage.scores import pairs_to_score, store_scores
 
 log = logging.getLogger(__name__)
@@ -89,3 +90,21 @@ def score_campaign(*, engine: Engine, campaign: str, run: str, mc_dropout: int =
         "mean_abs_margin": float(margin.abs().mean()),
         "mean_margin_std": float(scores["margin_std"].mean()),
     }
+
+
+def refresh_queue_scores(*, engine: Engine, campaign: str, run: str) -> dict[str, Any] | None:
+    """Score ``campaign`` with the reward run ``run`` just trained on it when the campaign's queue follows a reward
+    model (``queue_order`` not fifo), so that the queue follows the newest model; the summary, or None when the queue
+    is fifo. A failure is logged and returns None: the run itself finished, and ``launch.py score`` can try again."""
+    with Session(engine) as session:
+        order = session.exec(select(Campaign.queue_order).where(Campaign.name == campaign)).first()
+    if order is None or order == QueueOrder.fifo:
+        return None
+    try:
+        result = score_campaign(engine=engine, campaign=campaign, run=run)
+    except Exception:  # noqa: BLE001  (whatever broke, the trained model stays usable)
+        log.exception("the %s queue of %r still follows its earlier scores: scoring it with %r failed", order,
+                      campaign, run)  # fmt: skip
+        return None
+    log.info("the %s queue of %r now follows run %r: %d pairs scored", order, campaign, run, result["pairs"])
+    return result

@@ -4,6 +4,9 @@ An item is open while its current judgments (or rater-written demonstrations) pl
 are fewer than the campaign's ``overlap_k``. Every chain of revisions starts with one row that supersedes
 nothing, so counting those rows counts current versions.
 
+Among the open pairs the one closest to k comes first, then the lowest id (fifo); a campaign whose ``queue_order``
+is uncertainty or disagreement ranks them by its reward model's scores around that (storage.active).
+
 Claiming the last slot is race-free: on SQLite ``write_session`` holds the write lock from the first statement;
 on PostgreSQL the candidate row is locked ``FOR UPDATE`` and its load counted again before the lease is written.
 """
@@ -11,12 +14,14 @@ on PostgreSQL the candidate row is locked ``FOR UPDATE`` and its load counted ag
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, union, union_all
 from sqlmodel import Session, col, select
 
+from storage import active
 from storage.models import (
     Assignment,
     CalibrationItem,
@@ -72,11 +77,16 @@ def _lock_if_room(*, session: Session, model: type[Pair] | type[Prompt], item_id
     return session.exec(select(func.count()).select_from(claims).where(claims.c.item == item_id)).one() < k
 
 
-def _first_open(*, session: Session, model: type[Pair] | type[Prompt], base: Any, claims: Any, k: int) -> int | None:
-    """Among ``base``'s items, the open one closest to k (then the lowest id), locked; None when all are full."""
+def _first_open(
+    *, session: Session, model: type[Pair] | type[Prompt], base: Any, claims: Any, k: int, before: Sequence = (),
+    after: Sequence = (),
+) -> int | None:  # fmt: skip
+    """Among ``base``'s items, the open one closest to k (then the lowest id), locked; None when all are full.
+    ``before`` and ``after`` are ORDER BY terms around the load's (storage.active.ranked)."""
     loads = select(claims.c.item, func.count().label("load")).group_by(claims.c.item).subquery()
     load = func.coalesce(loads.c.load, 0)
-    candidates = base.outerjoin(loads, loads.c.item == model.id).where(load < k).order_by(load.desc(), model.id)
+    candidates = base.outerjoin(loads, loads.c.item == model.id).where(load < k)
+    candidates = candidates.order_by(*before, load.desc(), *after, model.id)
     full: list[int] = []
     while (item_id := session.exec(candidates.where(col(model.id).not_in(full)).limit(1)).first()) is not None:
         if _lock_if_room(session=session, model=model, item_id=item_id, claims=claims, k=k):
@@ -125,8 +135,10 @@ def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now:
         .where(Pair.campaign_id == campaign.id, _domain_allowed(user), col(Pair.id).not_in(seen))
         .where(~exists().where(CalibrationItem.pair_id == Pair.id))
     )
+    base, before, after = active.ranked(base, campaign=campaign)  # the campaign's queue_order
     claims = _claims(campaign.id, TaskKind.judgment, now)
-    return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k)
+    return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k, before=before,
+                       after=after)  # fmt: skip
 
 
 def calibration_standing(

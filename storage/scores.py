@@ -50,7 +50,7 @@ def latest_scoring_run(*, session: Session, campaign_id: int) -> TrainingRun | N
         select(PairScore.run_id)
         .join(Pair, col(Pair.id) == PairScore.pair_id)
         .where(Pair.campaign_id == campaign_id)
-        .order_by(col(PairScore.scored_at).desc(), col(PairScore.id).desc())
+        .order_by(col(PairScore.id).desc())  # the newest write; an index walk, not a sort
         .limit(1)
     )
     run_id = session.exec(newest).first()

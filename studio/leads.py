@@ -38,6 +38,8 @@ from studio.admin import AdminService, clean_domains
 from studio.exports import ExportService
 from studio.generation import GenerationService
 from studio.reviews import ReviewService
+from studio.runs import RunsService
+from studio.scoring import ScoringService
 from studio.validation import ValidationFailed, message
 
 __all__ = ["Decision", "JudgmentView", "LeadService", "MemberRow", "PairDetail", "PairSummary"]
@@ -84,10 +86,11 @@ def _calibration_item(
         raise ValidationFailed(message(error)) from None
 
 
-class LeadService(AdminService, ExportService, ReviewService, GenerationService):
+class LeadService(AdminService, ExportService, ReviewService, GenerationService, RunsService, ScoringService):
     """The leads' and admins' actions; the admins' own (accounts) come from AdminService, exports from
     ExportService, the review of demonstrations from ReviewService, generation and evaluation results from
-    GenerationService."""
+    GenerationService, training runs from RunsService, the reward model's queue scores and likely label errors from
+    ScoringService."""
 
     def _lead_of_pair(self, session: Session, actor_id: int, pair_id: int) -> tuple[User, Pair]:
         pair = session.get(Pair, pair_id)

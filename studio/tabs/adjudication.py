@@ -1,8 +1,11 @@
-"""Adjudication: the pairs raters disagree on; open one to read the prompt, both responses and every judgment with
-its reasoning, then record a final decision (which exports use in place of the consensus), or make it a
-calibration item. Everything raters wrote is shown as plain text; raters by name (exports keep pseudonyms)."""
+"""Adjudication: the pairs raters disagree on, and the likely label errors (judged pairs whose consensus the reward
+model disputes, studio.scoring); open one to read the prompt, both responses and every judgment with its reasoning,
+then record a final decision (which exports use in place of the consensus), or make it a calibration item.
+Everything raters wrote is shown as plain text; raters by name (exports keep pseudonyms)."""
 
 from __future__ import annotations
+
+import math
 
 import gradio as gr
 import pandas as pd
@@ -10,6 +13,7 @@ import pandas as pd
 from storage.models import CalibrationKind
 from studio.leads import LeadService, PairDetail
 from studio.login import current_user
+from studio.scoring import LabelErrors
 from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 
 SCALE = [("A much better", -2), ("A better", -1), ("Tie", 0), ("B better", 1), ("B much better", 2)]
@@ -18,12 +22,28 @@ PAIR_COLUMNS = ["pair", "prompt", "judgments", "disagreed", "calibration", "adju
 JUDGMENT_COLUMNS = ["rater", "preference", "both bad", "conf.", "reasoning", "criteria", "time (s)", "left",
                     "guidelines"]  # fmt: skip
 KINDS = [kind.value for kind in CalibrationKind]
+ERROR_COLUMNS = ["pair", "prompt", "judgments", "raters' mean (-2 A .. +2 B)", "model margin (A - B)",
+                 "model's P(A better)", "calibration"]  # fmt: skip
 
 
 def pairs_frame(pairs) -> pd.DataFrame:
     """PairSummary rows as a table."""
     rows = [[p.pair_id, p.prompt_preview, p.n_judgments, p.disagreed, p.is_calibration, p.adjudicated] for p in pairs]
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def label_errors_view(found: LabelErrors) -> tuple[pd.DataFrame, str]:
+    """The disputed pairs as a table (the model's P(A better) is the Bradley-Terry sigmoid of its margin), and what
+    they come from."""
+    rows = [[d.pair_id, d.prompt_preview, d.n_judgments, round(d.mean_preference, 2), round(d.margin, 3),
+             round((1 + math.tanh(d.margin / 2)) / 2, 3), d.is_calibration] for d in found.pairs]  # fmt: skip
+    if found.scoring is None:
+        return pd.DataFrame(rows, columns=ERROR_COLUMNS), "No reward run has scored this campaign yet."
+    scoring = found.scoring
+    note = (f"{len(rows)} judged pair(s) whose consensus the reward model of run **{scoring.run}** (scores written "
+            f"{scoring.scored_at:%Y-%m-%d %H:%M} UTC) disputes, the most confident first; pairs with a decision are "
+            "left out. Click one to open it below.")  # fmt: skip
+    return pd.DataFrame(rows, columns=ERROR_COLUMNS), note
 
 
 def first_cell(event: gr.SelectData):
@@ -100,12 +120,32 @@ def _decision_form() -> tuple:
     return decision, both_bad, note, make_calibration, kind, record, status
 
 
+def _label_errors_section(leads: LeadService, campaign: gr.Dropdown) -> gr.Dataframe:
+    """The review queue of likely label errors; returns its table, whose rows open in the pair view."""
+    with gr.Accordion("Likely label errors: the reward model disputes the consensus", open=False,
+                      elem_id="adjudication-label-errors-section"):  # fmt: skip
+        note = gr.Markdown(elem_id="adjudication-label-errors-note")
+        listing = gr.Button("List likely label errors", elem_id="adjudication-label-errors-list")
+        errors = gr.Dataframe(headers=ERROR_COLUMNS, label="Disputed pairs (click one to open it)", interactive=False,
+                              max_height=260, elem_id="adjudication-label-errors")  # fmt: skip
+
+    def on_label_errors(campaign_id, request: gr.Request, profile: Profile) -> dict:
+        with shown_to_user():
+            actor = current_user(leads, request, profile)
+            table, text = label_errors_view(leads.label_errors(actor, need_campaign(campaign_id)))
+        return {errors: table, note: text}
+
+    listing.click(on_label_errors, campaign, [errors, note], api_name="lead_label_errors", **LEAD_EVENTS)
+    return errors
+
+
 def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     with gr.Row():
         only_disagreed = gr.Checkbox(value=True, label="Only pairs raters disagree on", elem_id="adjudication-only")
         listing = gr.Button("List pairs", variant="primary", elem_id="adjudication-list")
     pairs = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs (click one to open it)", interactive=False,
                          max_height=260, elem_id="adjudication-pairs")  # fmt: skip
+    errors = _label_errors_section(leads, campaign)
     with gr.Row():
         pair_id = gr.Number(None, label="Pair id", precision=0, elem_id="adjudication-pair-id")
         open_pair = gr.Button("Open pair", elem_id="adjudication-open")
@@ -149,6 +189,9 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     detail_outputs = [summary, prompt, response_a, response_b, judgments, decision, both_bad, note]
     listing.click(on_list, [campaign, only_disagreed], pairs, api_name="lead_disagreements", **LEAD_EVENTS)
     pairs.select(first_cell, outputs=pair_id, api_visibility="private", **LEAD_EVENTS).then(
+        on_open, pair_id, detail_outputs, api_visibility="private", **LEAD_EVENTS
+    )
+    errors.select(first_cell, outputs=pair_id, api_visibility="private", **LEAD_EVENTS).then(
         on_open, pair_id, detail_outputs, api_visibility="private", **LEAD_EVENTS
     )
     open_pair.click(on_open, pair_id, detail_outputs, api_name="lead_pair_detail", **LEAD_EVENTS)

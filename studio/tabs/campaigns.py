@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from storage.models import CalibrationKind, CalibrationMode, CampaignCreate, CampaignKind, CampaignUpdate
 from studio.leads import LeadService
 from studio.login import current_user
+from studio.scoring import QueueScores
 from studio.tabs.adjudication import PAIR_COLUMNS, SCALE, first_cell, pairs_frame
 from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
 from studio.tabs.users import split_list
@@ -21,13 +22,18 @@ KNOWN_AS = [("a prior label", "prior"), ("a calibration item", "calibration"), (
 MEMBER_COLUMNS = ["username", "role", "domains", "active"]
 SETTINGS = ["guidelines", "rubric", "overlap_k", "calibration_rate", "calibration_mode", "min_reasoning_chars",
             "domains", "consent_text", "calibration_threshold", "calibration_window", "probation", "kind",
-            "criteria_required"]  # fmt: skip
+            "criteria_required", "queue_order"]  # fmt: skip
 KINDS = [
     ("preference: raters compare pairs", "preference"),
     ("demonstration: raters write responses", "demonstration"),
     ("both: compare and write", "both"),
 ]
 LISTS = {"rubric", "domains"}
+QUEUE_ORDERS = [
+    ("fifo: in import order", "fifo"),
+    ("uncertainty: the reward model's smallest margins first", "uncertainty"),
+    ("disagreement: judged pairs whose consensus the reward model disputes first, then uncertainty", "disagreement"),
+]
 
 
 def settings_values(values: tuple) -> dict:
@@ -48,6 +54,24 @@ def kind_choices() -> list[tuple[str, str]]:
     """Every campaign kind, described where a description exists."""
     described = dict((value, label) for label, value in KINDS)
     return [(described.get(kind.value, kind.value), kind.value) for kind in CampaignKind]
+
+
+def queue_note(scores: QueueScores, campaign: str) -> str:
+    """Which run's scores the queue order follows and when they were written, or why the queue is fifo."""
+    scoring = scores.scoring
+    if scoring is None:
+        if scores.order == "fifo":
+            return "Pairs go out in import order (fifo). No reward run has scored this campaign."
+        return (f"**No reward run has scored this campaign yet: the queue hands out pairs in fifo order** until one "
+                f"does. Train a reward run on it, or `launch.py score --campaign {campaign} --run RUN`.")  # fmt: skip
+    scored = f"run **{scoring.run}**, written {scoring.scored_at:%Y-%m-%d %H:%M} UTC"
+    covered = f"{scoring.scored_pairs:,} of its {scoring.total_pairs:,} pairs"
+    if scores.order == "fifo":
+        return f"Pairs go out in import order (fifo). The latest scores ({scored}, {covered}) are not used."
+    unscored = scoring.total_pairs - scoring.scored_pairs
+    later = f"; the {unscored:,} unscored pairs come after the scored ones" if unscored > 0 else ""
+    return (f"The **{scores.order}** order follows the scores of {scored} ({covered}{later}). A reward run trained "
+            "on this campaign rescores it when it finishes.")  # fmt: skip
 
 
 def members_frame(rows) -> pd.DataFrame:
@@ -81,8 +105,10 @@ def _settings_form() -> list:
         consent = gr.Textbox(label="Consent text (empty: none asked)", lines=3, scale=3, elem_id="campaigns-consent")
         probation = gr.Checkbox(True, label="Probation: flagged raters see only calibration items until they pass",
                                 elem_id="campaigns-probation")  # fmt: skip
+    order = gr.Radio(QUEUE_ORDERS, value="fifo", label="Queue order: which open pair a rater gets next",
+                     elem_id="campaigns-queue-order")  # fmt: skip
     return [guidelines, rubric, overlap_k, rate, mode, min_chars, domains, consent, threshold, window, probation, kind,
-            required]  # fmt: skip
+            required, order]  # fmt: skip
 
 
 def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
@@ -90,33 +116,36 @@ def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
         "Pick a campaign to edit it, or fill in the form and create one.", elem_id="campaigns-versions"
     )
     form = _settings_form()
+    note = gr.Markdown(elem_id="campaigns-queue-note")
     with gr.Row(equal_height=True):
         save = gr.Button("Save changes", variant="primary", elem_id="campaigns-save")
         name = gr.Textbox(label="New campaign name", elem_id="campaigns-new-name")
         create = gr.Button("Create as a new campaign", elem_id="campaigns-create")
     status = status_line("campaigns-status")
 
-    def show(settings) -> dict:
+    def show(settings, scores: QueueScores) -> dict:
         values = settings.model_dump()
         shown = {box: ", ".join(values[n]) if n in LISTS else values[n] for n, box in zip(SETTINGS, form, strict=True)}
         header = (
             f"**Guidelines version {settings.guidelines_version}, consent version {settings.consent_version}** "
             f"({settings.kind} campaign). Saving an edited text gives it a new version."
         )
-        return {versions: header, **shown}
+        return {versions: header, **shown, note: queue_note(scores, settings.name)}
 
     def on_select(campaign_id, request: gr.Request, profile: Profile) -> dict:
         if campaign_id in (None, ""):  # no campaign to lead (yet): leave the form as it is
             return gr.skip()
         with shown_to_user():
-            return show(leads.campaign(current_user(leads, request, profile), need_campaign(campaign_id)))
+            actor, campaign_id = current_user(leads, request, profile), need_campaign(campaign_id)
+            return show(leads.campaign(actor, campaign_id), leads.queue_scores(actor, campaign_id))
 
     @said_beside(status)
     def on_save(request: gr.Request, profile: Profile, campaign_id, *values) -> dict:  # Gradio injects the request
         changes = schema(CampaignUpdate, **settings_values(values))
         with shown_to_user():
             actor, campaign_id = current_user(leads, request, profile), need_campaign(campaign_id)
-            return {**show(leads.update_campaign(actor, campaign_id, changes)), status: "Saved."}
+            saved = leads.update_campaign(actor, campaign_id, changes)
+            return {**show(saved, leads.queue_scores(actor, campaign_id)), status: "Saved."}
 
     @said_beside(status)
     def on_create(request: gr.Request, profile: Profile, new_name, *values) -> dict:
@@ -128,7 +157,7 @@ def _settings_section(leads: LeadService, campaign: gr.Dropdown) -> None:
         return {campaign: gr.Dropdown(choices=choices, value=created), name: "",
                 status: f"Created campaign **{settings.name}**."}  # fmt: skip
 
-    outputs = [versions, *form]
+    outputs = [versions, *form, note]
     campaign.change(on_select, campaign, outputs, api_name="lead_campaign", **LEAD_EVENTS)
     save.click(on_save, [campaign, *form], [*outputs, status], api_name="lead_update_campaign", **LEAD_EVENTS)
     create.click(on_create, [name, *form], [campaign, name, status], api_name="lead_create_campaign", **LEAD_EVENTS)

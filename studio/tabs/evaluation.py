@@ -78,7 +78,8 @@ def win_matrix(ratings: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["row beats column", *models])
 
 
-def build_generate_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
+def build_generate_tab(leads: LeadService, campaign: gr.Dropdown) -> gr.Textbox:
+    """The Generate tab; returns its model specs box (the Runs tab's "Use as generator" fills it)."""
     gr.Markdown(KEYS_NOTE)
     with gr.Row():
         specs = gr.Textbox(label="Models (one spec per line)", lines=3, scale=3, elem_id="generate-specs")
@@ -117,6 +118,7 @@ def build_generate_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
                 **LEAD_EVENTS)  # fmt: skip
     for trigger in (check.click, timer.tick, campaign.change):
         trigger(on_progress, inputs=campaign, outputs=[state, table, timer], api_visibility="private", **LEAD_EVENTS)
+    return specs
 
 
 def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:

@@ -1,5 +1,5 @@
 """The lead and admin pages: a Lead tab (its own campaign picker over Campaigns, Quality, Adjudication,
-Demonstrations, Export, Generate and Evaluation; a lead with no campaign is told how to get one) and a Users tab.
+Demonstrations, Export, Generate, Evaluation and Runs; a lead with no campaign is told how to get one) and a Users tab.
 Both start hidden; the app's load handler shows them by role with ``lead_visibility``.
 
 Hiding is for tidiness only: every handler asks the service, which refuses whoever may not act.
@@ -20,6 +20,7 @@ from studio.tabs.evaluation import build_evaluation_tab, build_generate_tab
 from studio.tabs.events import LEAD_EVENTS, Profile, shown_to_user
 from studio.tabs.export import build_export_tab
 from studio.tabs.quality import build_quality_tab
+from studio.tabs.runs import build_runs_tab
 from studio.tabs.users import build_users_tab
 
 NO_CAMPAIGN = (
@@ -38,7 +39,7 @@ def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
             elem_id="lead-campaign",
         )
         hint = gr.Markdown(visible=False, elem_id="lead-hint")
-        with gr.Tabs():
+        with gr.Tabs() as sections:
             with gr.Tab("Campaigns", id="lead-campaigns", elem_id="lead-campaigns-tab"):
                 build_campaigns_tab(leads, campaign)
             with gr.Tab("Quality", id="lead-quality", elem_id="lead-quality-tab"):
@@ -50,9 +51,11 @@ def build_lead_tabs(leads: LeadService, exports_dir: Path) -> list[gr.Tab]:
             with gr.Tab("Export", id="lead-export", elem_id="lead-export-tab"):
                 build_export_tab(leads, campaign, exports_dir)
             with gr.Tab("Generate", id="lead-generate", elem_id="lead-generate-tab"):
-                build_generate_tab(leads, campaign)
+                generate_specs = build_generate_tab(leads, campaign)
             with gr.Tab("Evaluation", id="lead-evaluation", elem_id="lead-evaluation-tab"):
                 build_evaluation_tab(leads, campaign)
+            with gr.Tab("Runs", id="lead-runs", elem_id="lead-runs-tab"):
+                build_runs_tab(leads, campaign, generate_specs, sections)
     with gr.Tab("Users", id="users", visible=False, elem_id="users-tab") as users_tab:
         build_users_tab(leads, users_tab)
 
