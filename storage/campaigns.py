@@ -35,6 +35,8 @@ def update_campaign(*, session: Session, campaign_id: int, changes: CampaignUpda
         campaign.guidelines_version += 1
     if "consent_text" in changed:
         campaign.consent_version += 1
+    if changed.get("overlap_k", 0) > campaign.overlap_k:
+        campaign.queue_frontier = 0  # full pairs have room again (storage.frontier)
     for name, value in changed.items():
         setattr(campaign, name, value)
     details = {"changed": sorted(changed), "guidelines_version": campaign.guidelines_version}

@@ -16,6 +16,7 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from storage import members
+from storage.frontier import forget as forget_frontiers
 from storage.models import (
     Assignment,
     AuditEvent,
@@ -156,6 +157,7 @@ def erase_user(*, session: Session, user_id: int, mode: str, actor_id: int | Non
     opened: list[str] = []
     if mode == "remove":
         (deleted, opened), kept = _remove(session, user_id), {}
+        forget_frontiers(session=session)  # pairs this rater judged have room again
     else:
         deleted, kept = _anonymise(session, user_id)
     _de_identify(session, user)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import field_validator
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 PREFERENCE_SCALE = (-2, -1, 0, 1, 2)
@@ -184,6 +184,7 @@ class Campaign(CampaignBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     guidelines_version: int = 1
     consent_version: int = 1
+    queue_frontier: int = 0  # no regular pair below this id has room (storage.frontier); 0 when unknown
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -365,6 +366,13 @@ class Assignment(SQLModel, table=True):
 
     __table_args__ = (
         Index("ix_assignment_open", "rater_id", "closed_at"),
+        # A campaign's open leases, for the queue; partial, so that no query about closed ones is drawn to it.
+        Index(
+            "ix_assignment_campaign_open",
+            "campaign_id",
+            sqlite_where=text("closed_at IS NULL"),
+            postgresql_where=text("closed_at IS NULL"),
+        ),  # fmt: skip
         Index("ix_assignment_pair", "pair_id"),
         Index("ix_assignment_prompt", "prompt_id"),
     )

@@ -22,6 +22,7 @@ from sqlalchemy import and_, exists, func, or_, union, union_all
 from sqlmodel import Session, col, select
 
 from storage import active
+from storage.frontier import frontier
 from storage.models import (
     Assignment,
     CalibrationItem,
@@ -51,11 +52,13 @@ def _domain_allowed(user: User) -> Any:
     return or_(col(Prompt.domain).is_(None), col(Prompt.domain).in_(user.domains or []))
 
 
-def _claims(campaign_id: int, task: TaskKind, now: datetime) -> Any:
-    """One row (``item``) per current rater-made judgment or demonstration, or unexpired open lease, of a campaign."""
+def _claims(campaign_id: int, task: TaskKind, now: datetime, first_pair: int = 0) -> Any:
+    """One row (``item``) per current rater-made judgment or demonstration, or unexpired open lease, of a campaign
+    (of its pairs from ``first_pair`` on)."""
     if task == TaskKind.judgment:
         done = select(col(Judgment.pair_id).label("item")).join(Pair, col(Pair.id) == Judgment.pair_id)
         done = done.where(Pair.campaign_id == campaign_id, col(Judgment.supersedes_id).is_(None))
+        done = done.where(Judgment.pair_id >= first_pair)
         leased_item = Assignment.pair_id
     else:
         done = select(col(Demonstration.prompt_id).label("item")).join(
@@ -68,6 +71,8 @@ def _claims(campaign_id: int, task: TaskKind, now: datetime) -> Any:
         Assignment.campaign_id == campaign_id, Assignment.task == task
     )
     leased = leased.where(col(Assignment.closed_at).is_(None), Assignment.expires_at > now)
+    if task == TaskKind.judgment:
+        leased = leased.where(Assignment.pair_id >= first_pair)
     return union_all(done, leased).subquery()
 
 
@@ -128,15 +133,16 @@ def resume_assignment(
 
 
 def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now: datetime) -> int | None:
+    first = frontier(session=session, campaign=campaign)  # every regular pair below it is full
     seen = union(select(Judgment.pair_id).where(Judgment.rater_id == user.id), _held(user.id, Assignment.pair_id))
     base = (
         select(Pair.id)
         .join(Prompt, col(Prompt.id) == Pair.prompt_id)
-        .where(Pair.campaign_id == campaign.id, _domain_allowed(user), col(Pair.id).not_in(seen))
+        .where(Pair.campaign_id == campaign.id, Pair.id >= first, _domain_allowed(user), col(Pair.id).not_in(seen))
         .where(~exists().where(CalibrationItem.pair_id == Pair.id))
     )
     base, before, after = active.ranked(base, campaign=campaign)  # the campaign's queue_order
-    claims = _claims(campaign.id, TaskKind.judgment, now)
+    claims = _claims(campaign.id, TaskKind.judgment, now, first_pair=first)
     return _first_open(session=session, model=Pair, base=base, claims=claims, k=campaign.overlap_k, before=before,
                        after=after)  # fmt: skip
 

@@ -1,0 +1,75 @@
+"""Where a campaign's open pairs begin: every regular pair below its *frontier* has k current judgments, so the work
+queue looks only at pairs from there on and its cost does not grow with the judgments a campaign has collected.
+
+Judgments only accumulate (a revision replaces one), so a pair below the frontier stays full. Two things can open
+one again, and both set the stored frontier back to 0: an erasure and a larger overlap k. New pairs come with higher
+ids. The frontier is stored on the campaign (``queue_frontier``) and moved on from there at most every
+``FRONTIER_SECONDS`` per server process, in one pass over the judgments of the pairs past it; in between it may lag
+behind pairs filled meanwhile, which costs a few more rows to look at. Another process's stale copy can hide pairs an
+erasure opened again for at most ``FRONTIER_SECONDS``. A campaign whose first pairs stay open (a domain no rater
+has) keeps its frontier there, and the queue's cost grows again with the judgments past it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+from sqlalchemy import Engine, exists, func, update
+from sqlmodel import Session, col, select
+
+from storage.models import CalibrationItem, Campaign, Judgment, Pair
+
+FRONTIER_SECONDS = 30.0
+_known: weakref.WeakKeyDictionary[Engine, dict[tuple[int, int], tuple[float, int]]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def _first_not_full(*, session: Session, campaign_id: int, k: int, start: int) -> int:
+    """The lowest id (from ``start``) of a regular pair with fewer than k current judgments; past the last pair if
+    every one is full. One pass over the judgments of the pairs from ``start`` on."""
+    counts = (
+        select(Judgment.pair_id, func.count().label("n"))
+        .where(Judgment.pair_id >= start, col(Judgment.supersedes_id).is_(None))
+        .group_by(Judgment.pair_id)
+        .subquery()
+    )
+    query = (
+        select(Pair.id)
+        .outerjoin(counts, counts.c.pair_id == Pair.id)
+        .where(Pair.campaign_id == campaign_id, Pair.id >= start, func.coalesce(counts.c.n, 0) < k)
+        .where(~exists().where(CalibrationItem.pair_id == Pair.id))
+        .order_by(Pair.id)
+        .limit(1)
+    )
+    found = session.exec(query).first()
+    if found is not None:
+        return found
+    last = session.exec(select(func.max(Pair.id)).where(Pair.campaign_id == campaign_id)).one()
+    return (last or 0) + 1
+
+
+def frontier(*, session: Session, campaign: Campaign) -> int:
+    """The campaign's frontier: no regular pair below it has room. Moves the stored one on (flushed, not committed)."""
+    engine, now, key = session.get_bind().engine, time.monotonic(), (campaign.id, campaign.overlap_k)
+    with _lock:
+        known = _known.setdefault(engine, {})
+        expires, start = known.get(key, (0.0, 0))
+    if expires > now:
+        return start
+    start = campaign.queue_frontier
+    found = _first_not_full(session=session, campaign_id=campaign.id, k=campaign.overlap_k, start=start)
+    if found != start:
+        campaign.queue_frontier = found
+        session.flush()
+    with _lock:
+        known[key] = (now + FRONTIER_SECONDS, found)
+    return found
+
+
+def forget(*, session: Session) -> None:
+    """Judgments were removed (an erasure): every campaign's frontier is found again from its first pair."""
+    session.exec(update(Campaign).values(queue_frontier=0))
+    with _lock:
+        _known.clear()

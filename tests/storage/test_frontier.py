@@ -1,0 +1,77 @@
+"""The queue's frontier: pairs below it are full, so the queue never looks at them; it moves on as pairs fill, is
+stored on the campaign, and goes back when an erasure or a larger k opens full pairs again."""
+
+import random
+
+from sqlmodel import Session, select
+
+from storage import frontier as frontiers
+from storage.campaigns import update_campaign
+from storage.db import write_session
+from storage.erasure import erase_user
+from storage.models import Campaign, CampaignUpdate, Judgment
+from studio.service import StudioService
+from studio.validation import JudgmentAnswer
+from tests.storage.test_queue import add_pairs, add_users
+
+ANSWER = JudgmentAnswer(choice=-1, both_bad=False, criteria={}, reasoning="The left one answers the question.",
+                        confidence=3, time_on_task_s=4.0)  # fmt: skip
+
+
+def _campaign(engine, pairs: int, raters: int, k: int = 2):
+    with write_session(engine) as session, session.begin():
+        campaign = Campaign(name=f"c{random.random()}", overlap_k=k, calibration_rate=0.0, consent_text="")
+        session.add(campaign)
+        session.flush()
+        pair_ids = [pair.id for pair in add_pairs(session, campaign, pairs)]
+        rater_ids = [user.id for user in add_users(session, raters)]
+        return campaign.id, pair_ids, rater_ids
+
+
+def _judge(service, rater, campaign_id, times):
+    judged = []
+    for _ in range(times):
+        task = service.next_pair(rater, campaign_id)
+        service.submit_judgment(rater, task.assignment_id, ANSWER)
+        judged.append(task.pair_id)
+    return judged
+
+
+def _stored(engine, campaign_id):
+    with Session(engine) as session:
+        return session.get(Campaign, campaign_id).queue_frontier
+
+
+def test_the_frontier_follows_the_full_pairs_and_the_queue_still_finds_every_open_one(engine, monkeypatch):
+    campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=6, raters=3)
+    service = StudioService(engine, rng=random.Random(0))
+    assert _judge(service, ann, campaign_id, 3) == pairs[:3]
+    assert _judge(service, bob, campaign_id, 3) == pairs[:3]  # closest to k first: ann's pairs
+    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)  # found again on every request
+    assert _judge(service, cat, campaign_id, 1) == [pairs[3]]
+    assert _stored(engine, campaign_id) == pairs[3]  # pairs 0-2 have k = 2 judgments
+    assert _judge(service, cat, campaign_id, 2) == pairs[4:]
+    assert _judge(service, ann, campaign_id, 3) == pairs[3:]
+    assert service.next_pair(bob, campaign_id) is None  # every pair has k judgments
+    assert _stored(engine, campaign_id) == pairs[-1] + 1
+
+
+def test_a_larger_k_and_an_erasure_open_full_pairs_again(engine, monkeypatch):
+    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)
+    campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=2, raters=3)
+    service = StudioService(engine, rng=random.Random(0))
+    _judge(service, ann, campaign_id, 2)
+    _judge(service, bob, campaign_id, 2)
+    assert service.next_pair(cat, campaign_id) is None and _stored(engine, campaign_id) == pairs[-1] + 1
+    with write_session(engine) as session, session.begin():
+        update_campaign(session=session, campaign_id=campaign_id, changes=CampaignUpdate(overlap_k=3), actor_id=None)
+    assert _stored(engine, campaign_id) == 0
+    assert _judge(service, cat, campaign_id, 2) == pairs
+    with write_session(engine) as session, session.begin():
+        erase_user(session=session, user_id=bob, mode="remove", actor_id=None)
+    assert _stored(engine, campaign_id) == 0
+    with Session(engine) as session:
+        assert not session.exec(select(Judgment).where(Judgment.rater_id == bob)).all()
+    with write_session(engine) as session, session.begin():
+        (dan,) = add_users(session, 1)
+    assert _judge(service, dan.id, campaign_id, 2) == pairs  # bob's places are open again
