@@ -5,24 +5,23 @@ Judgments only accumulate (a revision replaces one), so a pair below the frontie
 one again, and both set the stored frontier back to 0: an erasure and a larger overlap k. New pairs come with higher
 ids. The frontier is stored on the campaign (``queue_frontier``) and moved on from there at most every
 ``FRONTIER_SECONDS`` per server process, in one pass over the judgments of the pairs past it; in between it may lag
-behind pairs filled meanwhile, which costs a few more rows to look at. Another process's stale copy can hide pairs an
-erasure opened again for at most ``FRONTIER_SECONDS``. A campaign whose first pairs stay open (a domain no rater
-has) keeps its frontier there, and the queue's cost grows again with the judgments past it.
+behind pairs filled meanwhile, which costs a few more rows to look at. A stored frontier other than the one this
+process found last (set back, or another database) is searched from again at once. A campaign whose first pairs stay
+open (a domain no rater has) keeps its frontier there, and the queue's cost grows again with the judgments past it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import weakref
 
-from sqlalchemy import Engine, exists, func, update
+from sqlalchemy import exists, func, update
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Judgment, Pair
 
 FRONTIER_SECONDS = 30.0
-_known: weakref.WeakKeyDictionary[Engine, dict[tuple[int, int], tuple[float, int]]] = weakref.WeakKeyDictionary()
+_known: dict[tuple[str, int, int], tuple[float, int]] = {}  # (database, campaign, k) -> (until, frontier found)
 _lock = threading.Lock()
 
 
@@ -52,24 +51,21 @@ def _first_not_full(*, session: Session, campaign_id: int, k: int, start: int) -
 
 def frontier(*, session: Session, campaign: Campaign) -> int:
     """The campaign's frontier: no regular pair below it has room. Moves the stored one on (flushed, not committed)."""
-    engine, now, key = session.get_bind().engine, time.monotonic(), (campaign.id, campaign.overlap_k)
+    start, now = campaign.queue_frontier, time.monotonic()
+    key = (session.get_bind().url.render_as_string(hide_password=False), campaign.id, campaign.overlap_k)
     with _lock:
-        known = _known.setdefault(engine, {})
-        expires, start = known.get(key, (0.0, 0))
-    if expires > now:
+        expires, known = _known.get(key, (0.0, -1))
+    if expires > now and known == start:  # the stored one is what this process found last: nothing set it back
         return start
-    start = campaign.queue_frontier
     found = _first_not_full(session=session, campaign_id=campaign.id, k=campaign.overlap_k, start=start)
     if found != start:
         campaign.queue_frontier = found
         session.flush()
     with _lock:
-        known[key] = (now + FRONTIER_SECONDS, found)
+        _known[key] = (now + FRONTIER_SECONDS, found)
     return found
 
 
 def forget(*, session: Session) -> None:
     """Judgments were removed (an erasure): every campaign's frontier is found again from its first pair."""
     session.exec(update(Campaign).values(queue_frontier=0))
-    with _lock:
-        _known.clear()

@@ -43,11 +43,11 @@ def _stored(engine, campaign_id):
 
 
 def test_the_frontier_follows_the_full_pairs_and_the_queue_still_finds_every_open_one(engine, monkeypatch):
+    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)  # searched again on every request
     campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=6, raters=3)
     service = StudioService(engine, rng=random.Random(0))
     assert _judge(service, ann, campaign_id, 3) == pairs[:3]
     assert _judge(service, bob, campaign_id, 3) == pairs[:3]  # closest to k first: ann's pairs
-    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)  # found again on every request
     assert _judge(service, cat, campaign_id, 1) == [pairs[3]]
     assert _stored(engine, campaign_id) == pairs[3]  # pairs 0-2 have k = 2 judgments
     assert _judge(service, cat, campaign_id, 2) == pairs[4:]
@@ -75,3 +75,17 @@ def test_a_larger_k_and_an_erasure_open_full_pairs_again(engine, monkeypatch):
     with write_session(engine) as session, session.begin():
         (dan,) = add_users(session, 1)
     assert _judge(service, dan.id, campaign_id, 2) == pairs  # bob's places are open again
+
+
+def test_within_its_time_a_server_does_not_search_again_unless_the_stored_frontier_was_set_back(engine, monkeypatch):
+    campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=3, raters=3)
+    searches = []
+    search = frontiers._first_not_full
+    monkeypatch.setattr(frontiers, "_first_not_full", lambda **kw: searches.append(kw["start"]) or search(**kw))
+    service = StudioService(engine, rng=random.Random(0))
+    _judge(service, ann, campaign_id, 3)
+    _judge(service, bob, campaign_id, 3)
+    assert searches == [0]  # pairs filled meanwhile: found at the next search, at most FRONTIER_SECONDS later
+    with write_session(engine) as session, session.begin():
+        update_campaign(session=session, campaign_id=campaign_id, changes=CampaignUpdate(overlap_k=3), actor_id=None)
+    assert _judge(service, cat, campaign_id, 3) == pairs and searches == [0, 0]
