@@ -89,6 +89,8 @@ def seed(url: str, judgments: int) -> tuple[int, list[int]]:
         with write_session(engine) as session, session.begin():
             for table in ("prompt", "response", "pair"):
                 session.execute(text(f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))"))
+        with engine.connect() as connection:  # fresh statistics, as autovacuum would gather after a bulk load
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     engine.dispose()
     return campaign_id, ids[POOL:]
 
