@@ -9,8 +9,9 @@ Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new 
 calibration) and one account per rater. Every rater is a thread with its own gradio_client Client: it logs in
 (password, as a browser would), asks for its campaign and its first pair, then submits judgment after judgment as
 the browser does (one call: the submit returns the next item), closed-loop with no think time, until the time is up
-or nothing is left. Every submit carries a reasoning text unique to it; a submit is acknowledged when the answer says
-it was saved.
+or nothing is left. Raters arrive evenly over the first 15 s (a quarter of a short run); one that fails waits 0.5 s,
+then twice as long each time (at most 8 s), and logs in again. Every submit carries a reasoning text unique to it;
+a submit is acknowledged when the answer says it was saved.
 
 Then the database is checked: every acknowledged judgment stored exactly once (lost and duplicated counted), no pair
 judged by more than k raters, no rater judging a pair twice. Server CPU (utime + stime of the server process, from
@@ -66,6 +67,7 @@ PASSWORD = "load-password-1"
 CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]
 CAMPAIGN = "load"
 K = 3
+RAMP_S = 15.0
 LEAK = ("Traceback", "psycopg", "sqlalchemy", "OperationalError", "SELECT ", "INSERT ")
 
 
@@ -161,9 +163,9 @@ class Server:
 class Rater(threading.Thread):
     """One rater: log in, open the campaign, then submit until ``stop`` is set or nothing is left."""
 
-    def __init__(self, name: str, server: Server, stop: threading.Event) -> None:
+    def __init__(self, name: str, server: Server, stop: threading.Event, start_after: float = 0.0) -> None:
         super().__init__(daemon=True)
-        self.name_, self.server, self.stop = name, server, stop
+        self.name_, self.server, self.stop, self.start_after = name, server, stop, start_after
         self.acked: list[str] = []
         self.latencies: list[float] = []
         self.errors: list[str] = []
@@ -178,11 +180,13 @@ class Rater(threading.Thread):
         return client, campaign
 
     def run(self) -> None:
-        client = None
+        client, backoff = None, 0.5
+        self.stop.wait(self.start_after)
         while not self.stop.is_set() and not self.done:
             try:
                 if client is None:
                     client, campaign = self.connect()
+                    backoff = 0.5
                     continue
                 reasoning = f"{self.name_}-{len(self.acked)}-{time.monotonic_ns()}: the left answer is clearer."
                 began = time.perf_counter()
@@ -195,7 +199,8 @@ class Rater(threading.Thread):
             except Exception as error:  # noqa: BLE001 - a rater keeps going, as a person retries
                 self.errors.append(f"{type(error).__name__}: {error}"[:300])
                 client = None
-                time.sleep(0.5)
+                self.stop.wait(backoff)  # as a person would, waiting longer each time it fails
+                backoff = min(2 * backoff, 8.0)
 
 
 def check(url: str, acked: list[str]) -> dict:
@@ -222,7 +227,8 @@ def check(url: str, acked: list[str]) -> dict:
 def crowd(server: Server, names: list[str], seconds: float, fault=None) -> tuple[list[Rater], float, float]:
     """Run the raters for ``seconds`` (``fault(server)`` half-way); the raters, the wall time and server CPU used."""
     stop = threading.Event()
-    raters = [Rater(name, server, stop) for name in names]
+    ramp = min(RAMP_S, seconds / 4)  # raters arrive over the first seconds, not all in one instant
+    raters = [Rater(name, server, stop, start_after=ramp * n / len(names)) for n, name in enumerate(names)]
     cpu, began = server.cpu_seconds(), time.monotonic()
     for rater in raters:
         rater.start()
