@@ -9,15 +9,19 @@ mistake is not a server fault.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
+from sqlalchemy.exc import OperationalError
 
 from storage.imports import ImportFailed
 from studio.access import PermissionDenied, Unavailable
 from studio.validation import ValidationFailed
+
+log = logging.getLogger(__name__)
 
 LEAD_EVENTS = {"concurrency_id": "lead", "concurrency_limit": 2}
 """Every lead and admin event: two at a time in a queue of their own, so a slow export never holds up a submit."""
@@ -42,6 +46,9 @@ def shown_to_user(*also: type[Exception]) -> Iterator[None]:
         yield
     except (*USER_ERRORS, *also) as error:
         raise gr.Error(_text(error), print_exception=False) from error
+    except OperationalError as error:  # a read cut off by a lost connection: said in words, never the SQL
+        log.error("the database did not answer: %s", error.orig)
+        raise gr.Error(str(Unavailable()), print_exception=False) from error
 
 
 def refusal(error: Exception | str) -> str:

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import gradio as gr
+from sqlalchemy.exc import OperationalError
 
 from studio.access import Unavailable
 from studio.login import current_user
@@ -94,6 +95,8 @@ def refused_submit() -> Iterator[None]:
         yield
     except (ValidationFailed, PermissionDenied, Unavailable) as error:
         raise gr.Error(str(error), duration=None, title="Not submitted") from error
+    except OperationalError as error:  # see studio.tabs.events.shown_to_user
+        raise gr.Error(str(Unavailable()), duration=None, title="Not submitted") from error
 
 
 def keep_drafts(key: gr.Textbox, sent: gr.Textbox, fields: list[gr.components.Component]) -> Any:
