@@ -53,7 +53,8 @@ def add_candidates(*, session: Session, campaign_id: int, candidates: list[Candi
             continue
         held[c.author].add((c.prompt_id, c.sample))
         params = {**c.generation_params, SAMPLE: c.sample}
-        rows.append(Response(prompt_id=c.prompt_id, text=c.text, author=c.author, generation_params=params,
+        text = c.text.replace("\x00", "\ufffd")  # a model can emit NUL, which PostgreSQL cannot store (SQLite can)
+        rows.append(Response(prompt_id=c.prompt_id, text=text, author=c.author, generation_params=params,
                              source=source, created_at=now))  # fmt: skip
     session.add_all(rows)
     session.flush()
