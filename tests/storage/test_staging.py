@@ -209,15 +209,18 @@ def test_an_import_waits_for_the_write_lock_by_asking_often_and_gives_up_in_time
     writer = staging.writer_engine(sqlite_engine)
     assert writer is not sqlite_engine
 
+    holding = threading.Event()
+
     def hold(seconds):
         with staging.transaction(sqlite_engine) as session:  # a rater's transaction, say
             session.add(Campaign(name=f"held {seconds}"))
             session.flush()
+            holding.set()
             time.sleep(seconds)
 
     holder = threading.Thread(target=hold, args=(0.3,))
     holder.start()
-    time.sleep(0.05)
+    assert holding.wait(10)  # the write lock is held (a fixed sleep raced with the thread under CI's load)
     start = time.monotonic()
     with staging.transaction(writer) as session:
         session.add(Campaign(name="after"))
@@ -225,9 +228,10 @@ def test_an_import_waits_for_the_write_lock_by_asking_often_and_gives_up_in_time
     holder.join()
     assert 0.1 < waited < 1.0  # it got the lock soon after it was free, not after a backed-off sleep of seconds
     monkeypatch.setattr(staging, "LOCK_WAIT_S", 0.2)
+    holding.clear()
     holder = threading.Thread(target=hold, args=(1.0,))
     holder.start()
-    time.sleep(0.05)
+    assert holding.wait(10)
     with pytest.raises(OperationalError, match="locked"):
         with staging.transaction(writer):
             pass
