@@ -2,7 +2,8 @@
 
 The run's own trainer class evaluates (rebuilt from config.yaml around the saved model), so the figures mean what
 they meant at the end of training: reward -> pairwise accuracy and mean margin; DPO -> implicit reward accuracy and
-margins against the reference (the policy's starting point); SFT -> loss; KTO -> its eval metrics.
+margins against the reference (the policy's starting point); SFT -> loss; KTO -> its eval metrics. A PPO, RLOO or
+GRPO policy answers the held-out prompts beside its starting point, and the run's reward model scores both.
 Results go to <run>/eval/ as JSON.
 """
 
@@ -21,13 +22,20 @@ from datasets import Dataset, DatasetDict
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alignment.data import from_folder_or_name
+from alignment.data import distinct_prompts, from_folder_or_name
 from alignment.model import load_causal_lm, load_reward_model, load_tokenizer
+from alignment.ppo_config import PPOArguments
+from alignment.ppo_math import mean_interval
+from alignment.ppo_state import append_jsonl
 from alignment.recipe import configs_from_resolved
+from alignment.rollout import answer, load_trained_roles
 from alignment.source import find_run, stale_warnings
 from storage.formats import parse_file
 
 log = logging.getLogger(__name__)
+
+ONLINE = ("ppo", "rloo", "grpo")
+"""Methods whose held-out figures are a policy's answers scored by the run's reward model (``_evaluate_policy``)."""
 
 PAIR_METRICS = {"reward": ("eval_accuracy", "eval_margin"), "dpo": ("eval_rewards/accuracies", "eval_rewards/margins")}
 """The metrics that are, for each method that can score a pair, its pairwise accuracy and mean margin."""
@@ -54,6 +62,8 @@ def run_configs(run_dir: Path):
     resolved["training"] |= {"output_dir": str(run_dir / "eval"), "report_to": "none", "resume_from_checkpoint": None}
     if "precompute_ref_log_probs" in resolved["training"]:
         resolved["training"]["precompute_ref_log_probs"] = False
+    if resolved["training"].get("steps_per_generation"):  # RLOO, GRPO: TRL derives one from the other, refuses both
+        resolved["training"]["generation_batch_size"] = None
     if not torch.cuda.is_available():
         resolved["training"] |= {"use_cpu": True, "bf16": False, "fp16": False}
     data_args, training_args, model_args = configs_from_resolved(resolved)
@@ -92,6 +102,48 @@ def _evaluate(run_dir: Path, configs, rows: Dataset) -> tuple[dict[str, Any], di
     return evaluation, extra | {"pairwise": figures}, module.HEADLINE
 
 
+def _online_args(method: str, training_args, reward_path: str) -> PPOArguments:
+    """What answering and scoring read (alignment.rollout.answer), from a PPO, RLOO or GRPO run's config."""
+    if method == "ppo":
+        training_args.reward_model_path = reward_path
+        return training_args
+    return PPOArguments(output_dir=training_args.output_dir, use_cpu=training_args.use_cpu, report_to="none",
+                        reward_model_path=reward_path, response_length=training_args.max_completion_length,
+                        temperature=training_args.temperature, seed=training_args.seed,
+                        per_device_eval_batch_size=training_args.per_device_eval_batch_size,
+                        reward_max_length=training_args.reward_max_length)  # fmt: skip
+
+
+def _evaluate_policy(run_dir: Path, configs, prompts: list, reward_path: str) -> dict[str, Any]:
+    """A PPO, RLOO or GRPO run's saved policy and its start point (the reference) answer the held-out prompts with
+    the same seeded sampling noise; the run's reward model scores both. The policy's answers go to
+    <run>/eval/heldout-samples.jsonl."""
+    data_args, training_args, model_args = configs
+    args = _online_args(data_args.method, training_args, reward_path)
+    roles = load_trained_roles(args, model_args, run_dir / "model")
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.use_cpu else "cpu")
+    for model in (roles.policy, roles.reference, roles.reward):
+        if model is not None:
+            model.to(device)
+    episodes, kl = answer(roles, prompts, args, device)
+    if roles.reference is None:  # LoRA: the start is the policy with its adapter off
+        with roles.policy.disable_adapter():
+            start, _ = answer(roles, prompts, args, device)
+    else:
+        start, _ = answer(dataclasses.replace(roles, policy=roles.reference), prompts, args, device)
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    columns = zip(prompts, episodes.texts, episodes.scores.tolist(), start.texts, start.scores.tolist(), kl.tolist(),
+                  strict=True)  # fmt: skip
+    lines = [{"prompt": prompt, "completion": text, "score": s, "start_completion": before, "start_score": b, "kl": k}
+             for prompt, text, s, before, b, k in columns]  # fmt: skip
+    append_jsonl(run_dir / "eval" / "heldout-samples.jsonl", lines)
+    mean, low, high = mean_interval(episodes.scores.cpu().numpy())
+    return {"heldout_score": mean, "heldout_score_ci_low": low, "heldout_score_ci_high": high,
+            "heldout_score_start": start.scores.mean().item(), "heldout_kl": kl.mean().item(),
+            "response_length": episodes.mask.sum(1).float().mean().item(),
+            "eos_rate": episodes.has_eos.float().mean().item()}  # fmt: skip
+
+
 def _write(run_dir: Path, name: str, result: dict[str, Any]) -> dict[str, Any]:
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +161,13 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     if "test" not in dataset or not dataset["test"].num_rows:
         raise ValueError(f"{run_dir}: the run has no held-out (test) rows to evaluate on")
     test = dataset["test"]
+    if data_args.method in ONLINE:
+        (run_dir / "eval" / "heldout-samples.jsonl").unlink(missing_ok=True)
+        prompts = distinct_prompts(test)
+        reward_path = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["reward_model_path"]
+        figures = _evaluate_policy(run_dir, configs, prompts, reward_path)
+        return _write(run_dir, "heldout", {"run": run_dir.name, "method": data_args.method, "prompts": len(prompts),
+                                           **figures})  # fmt: skip
     evaluation, extra, headline = _evaluate(run_dir, configs, test)
     result = {"run": run_dir.name, "method": data_args.method, "rows": test.num_rows, **extra}
     result |= {name: evaluation[key] for name, key in headline.items() if key in evaluation} | {"eval": evaluation}

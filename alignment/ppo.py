@@ -25,7 +25,7 @@ from transformers import get_scheduler
 from alignment.arguments import DataArguments, ModelArguments
 from alignment.data import distinct_prompts
 from alignment.ppo_config import PPOArguments
-from alignment.ppo_math import KLController, kl_estimate, mean_interval
+from alignment.ppo_math import KLController, mean_interval
 from alignment.ppo_state import (
     PPORun,
     append_jsonl,
@@ -36,7 +36,7 @@ from alignment.ppo_state import (
     truncate_logs,
 )
 from alignment.ppo_step import ppo_step
-from alignment.rollout import PolicyAndValue, load_roles, measure, sample
+from alignment.rollout import PolicyAndValue, answer, load_roles
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,9 @@ def _total_steps(args: PPOArguments, n_prompts: int, processes: int) -> int:
 def _heldout(run: PPORun, prompts: list, step: int) -> dict[str, float]:
     """Answer the held-out prompts (the same sampling noise at every step: seeded apart from the training stream),
     append them with their scores to samples.jsonl; returns their mean score and KL."""
-    accelerator, roles, args = run.accelerator, run.roles, run.args
-    if not prompts or not accelerator.is_main_process:
+    if not prompts or not run.accelerator.is_main_process:
         return {}
-    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(args.seed)
-        episodes = sample(roles, prompts, args, accelerator.device)
-        measure(roles, episodes, args, values=False)
-    kl = (kl_estimate(episodes.logprobs, episodes.ref_logprobs, "k1") * episodes.mask).sum(1)
+    episodes, kl = answer(run.roles, prompts, run.args, run.accelerator.device)
     lines = [{"step": step, "prompt": prompt, "completion": text, "score": s, "kl": k, "tokens": n, "eos": e}
              for prompt, text, s, k, n, e in zip(prompts, episodes.texts, episodes.scores.tolist(), kl.tolist(),
                                                  episodes.mask.sum(1).tolist(), episodes.has_eos.tolist(),

@@ -23,7 +23,7 @@ from trl import get_peft_config
 from alignment.arguments import ModelArguments
 from alignment.model import load_causal_lm, load_reward_model, load_tokenizer, reward_peft_config
 from alignment.ppo_config import PPOArguments
-from alignment.ppo_math import response_mask, token_logprobs
+from alignment.ppo_math import kl_estimate, response_mask, token_logprobs
 from alignment.reward import left_truncate
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Roles:
     """The models and tokenizers of a PPO run."""
 
     policy: PreTrainedModel  # trained (through LoRA adapters with use_peft)
-    value: PreTrainedModel  # trained: a one-score sequence classifier whose head is read at every token
+    value: PreTrainedModel | None  # trained: a one-score sequence classifier whose head is read at every token
     reference: PreTrainedModel | None  # frozen; None with LoRA: the policy with its adapters disabled
     reward: PreTrainedModel  # frozen
     tokenizer: PreTrainedTokenizerBase  # the policy's
@@ -113,12 +113,16 @@ def _value_model(args: PPOArguments, model_args: ModelArguments, reward_args: Mo
     return value
 
 
+def _reward_args(args: PPOArguments, model_args: ModelArguments) -> ModelArguments:
+    return dataclasses.replace(model_args, model_name_or_path=args.reward_model_path, gguf_file=None, use_peft=False,
+                               load_in_4bit=False, load_in_8bit=False)  # fmt: skip
+
+
 def load_roles(args: PPOArguments, model_args: ModelArguments) -> Roles:
     """The four models and two tokenizers of a PPO run (see ``Roles``)."""
     tokenizer = load_tokenizer(model_args)
     policy = load_causal_lm(model_args)
-    reward_args = dataclasses.replace(model_args, model_name_or_path=args.reward_model_path, gguf_file=None,
-                                      use_peft=False, load_in_4bit=False, load_in_8bit=False)  # fmt: skip
+    reward_args = _reward_args(args, model_args)
     reward_tokenizer = load_tokenizer(reward_args)
     reward = load_scorer(reward_args, reward_tokenizer)
     value = _value_model(args, model_args, reward_args, (tokenizer, reward_tokenizer))
@@ -137,6 +141,25 @@ def load_roles(args: PPOArguments, model_args: ModelArguments) -> Roles:
              args.reward_model_path, args.value_model_init, "the policy without adapters" if reference is None
              else "a frozen copy of the policy")  # fmt: skip
     return Roles(policy, value, reference, reward, tokenizer, reward_tokenizer)
+
+
+def load_trained_roles(args: PPOArguments, model_args: ModelArguments, folder: Path) -> Roles:
+    """A finished run's roles for evaluation: the policy saved in ``folder`` (a LoRA adapter on the start point, or
+    whole weights), the start point as reference, the reward model; no value model."""
+    saved = dataclasses.replace(model_args, model_name_or_path=str(folder), gguf_file=None, use_peft=False,
+                                load_in_4bit=False, load_in_8bit=False)  # fmt: skip
+    start = load_causal_lm(model_args)
+    if (folder / "adapter_config.json").is_file():  # the reference is the start under the adapter, as in training
+        policy, reference = PeftModel.from_pretrained(start, str(folder)), None
+    else:
+        policy, reference = load_causal_lm(saved), start
+    reward_args = _reward_args(args, model_args)
+    reward_tokenizer = load_tokenizer(reward_args)
+    reward = load_scorer(reward_args, reward_tokenizer)
+    for frozen in (policy, reference, reward):
+        if frozen is not None:
+            frozen.eval().requires_grad_(False)
+    return Roles(policy, None, reference, reward, load_tokenizer(saved), reward_tokenizer)
 
 
 @dataclass
@@ -225,6 +248,18 @@ def measure(roles: Roles, episodes: Episodes, args: PPOArguments, values: bool =
     episodes.logprobs, episodes.ref_logprobs = torch.cat(out["logprobs"]), torch.cat(out["ref_logprobs"])
     episodes.values = torch.cat(out["values"]) if values else None
     episodes.scores = score(roles, episodes.prompts, episodes.texts, args, ids.device)
+
+
+def answer(roles: Roles, prompts: list[list[dict]], args: PPOArguments, device) -> tuple[Episodes, Tensor]:
+    """The prompts answered, measured and scored with sampling noise seeded by ``args.seed`` apart from any other
+    random stream, so the same policy gives the same answers wherever it is called; and each answer's KL from the
+    reference (k1 summed over its tokens)."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(args.seed)
+        episodes = sample(roles, prompts, args, device)
+        measure(roles, episodes, args, values=False)
+    return episodes, (kl_estimate(episodes.logprobs, episodes.ref_logprobs, "k1") * episodes.mask).sum(1)
 
 
 def _reference_logprobs(roles: Roles, ids, attention, response, context: int, args: PPOArguments) -> Tensor:

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alignment.arguments import ModelArguments
+from alignment.evaluate import evaluate_run
 from alignment.online import GRPOArguments, reward_function
 from alignment.runner import train
 from tests.alignment.conftest import seed_campaign
@@ -37,6 +38,9 @@ def test_online_rl_raises_the_toy_reward_on_heldout_prompts(method, sqlite_engin
     assert metrics["heldout_reward"] > metrics["heldout_reward_start"] + 0.2, metrics
     assert run.recipe["training"]["reward_model_path"] == toy_reward
     assert (Path(run.output_path) / "model" / "model.safetensors").is_file()
+    heldout = evaluate_run(Path(run.output_path))  # the saved policy and its start answer the held-out prompts
+    assert heldout["heldout_score"] > heldout["heldout_score_start"] + 0.2, heldout
+    assert heldout["heldout_kl"] > 0.01 and 0 < heldout["response_length"] <= 8
 
 
 def test_the_reward_function_scores_with_the_reward_models_own_tokenizer(tiny_causal_lm, toy_reward):

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from alignment.arguments import ModelArguments
+from alignment.evaluate import evaluate_run
 from alignment.ppo_config import PPOArguments
 from alignment.recipe import RecipeError, parse_recipe
 from alignment.rollout import Episodes, encode_prompts, load_roles, load_scorer, measure, sample
@@ -102,7 +103,8 @@ def test_the_toy_reward_scores_the_fraction_of_target_tokens(toy_reward):
 
 def test_ppo_raises_the_toy_reward_while_kl_stays_bounded(sqlite_engine, tmp_path, tiny_causal_lm, toy_reward):
     campaign = seed_campaign(sqlite_engine, tmp_path)
-    args = _overrides(tmp_path, campaign, tiny_causal_lm, toy_reward, "ppo-toy", "--max_steps", "25")
+    every = ["--num_sample_prompts", "5"]  # all the held-out prompts, as `launch.py eval` answers them
+    args = _overrides(tmp_path, campaign, tiny_causal_lm, toy_reward, "ppo-toy", "--max_steps", "25", *every)
 
     run = train(RECIPES / "ppo.yaml", args, engine=sqlite_engine)
 
@@ -120,7 +122,7 @@ def test_ppo_raises_the_toy_reward_while_kl_stays_bounded(sqlite_engine, tmp_pat
     assert run.metrics["heldout_score"] > run.metrics["heldout_score_start"] + 0.1
     assert run.metrics["heldout_kl_start"] == pytest.approx(0.0, abs=1e-5)  # the policy starts as its reference
     samples = _jsonl(model_dir / "samples.jsonl")
-    assert {line["step"] for line in samples} == {0, 25} and len(samples) == 8
+    assert {line["step"] for line in samples} == {0, 25} and len(samples) == 10
     assert all(isinstance(line["completion"], str) and line["prompt"][0]["role"] == "user" for line in samples)
     # The saved policy reloads, differs from the start and prefers target tokens more than it did.
     before, after = (AutoModelForCausalLM.from_pretrained(path) for path in (tiny_causal_lm, model_dir))
@@ -128,6 +130,14 @@ def test_ppo_raises_the_toy_reward_while_kl_stays_bounded(sqlite_engine, tmp_pat
     assert run.status == "finished" and run.data_source == campaign and run.export_ids == []
     readiness = json.loads((Path(run.output_path) / "readiness.json").read_text())
     assert readiness["ready"] and "prompts are not rated" in json.dumps(readiness["checks"])
+    # `launch.py eval` answers the held-out prompts again with the same seeded noise: the same figures as training's.
+    heldout = evaluate_run(Path(run.output_path))
+    assert heldout["prompts"] == 5
+    assert heldout["heldout_score"] == pytest.approx(run.metrics["heldout_score"], abs=1e-4)
+    assert heldout["heldout_score_start"] == pytest.approx(run.metrics["heldout_score_start"], abs=1e-4)
+    assert heldout["heldout_kl"] == pytest.approx(run.metrics["heldout_kl"], rel=1e-3)
+    evaluated = _jsonl(Path(run.output_path) / "eval" / "heldout-samples.jsonl")
+    assert [line["completion"] for line in evaluated] == [line["completion"] for line in samples if line["step"] == 25]
 
 
 @pytest.mark.slow
@@ -196,7 +206,8 @@ def test_ppo_scores_with_a_reward_run_of_another_tokenizer_and_links_to_it(
 def test_lora_ppo_uses_the_policy_without_adapters_as_reference(sqlite_engine, tmp_path, tiny_causal_lm, toy_reward):
     campaign = seed_campaign(sqlite_engine, tmp_path)
     lora = ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"]
-    args = _overrides(tmp_path, campaign, tiny_causal_lm, toy_reward, "ppo-lora", "--max_steps", "2", *lora)
+    args = _overrides(tmp_path, campaign, tiny_causal_lm, toy_reward, "ppo-lora", "--max_steps", "2", *lora,
+                      "--num_sample_prompts", "5")  # fmt: skip
     run = train(RECIPES / "ppo.yaml", args, engine=sqlite_engine)
     model_dir = Path(run.output_path) / "model"
     adapter = json.loads((model_dir / "adapter_config.json").read_text())
@@ -206,6 +217,9 @@ def test_lora_ppo_uses_the_policy_without_adapters_as_reference(sqlite_engine, t
     assert any(weights[name].abs().sum() > 0 for name in weights if "lora_B" in name)  # B starts at 0: trained
     # The reference (adapters off) was not trained: the policy now differs from it on the held-out answers.
     assert run.metrics["heldout_kl"] != pytest.approx(0.0, abs=1e-4)
+    heldout = evaluate_run(Path(run.output_path))  # the adapter is loaded on the start point, and switched off for it
+    assert heldout["heldout_kl"] == pytest.approx(run.metrics["heldout_kl"], rel=1e-3)
+    assert heldout["heldout_score_start"] == pytest.approx(run.metrics["heldout_score_start"], abs=1e-4)
 
 
 def test_responses_are_measured_the_same_alone_or_left_padded_in_a_batch(tiny_causal_lm, toy_reward, tmp_path):
