@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,11 @@ from studio.validation import ValidationFailed
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SIGNING_IN = threading.BoundedSemaphore(os.cpu_count() or 1)
+"""At most one password check per core at once, taken before a database connection is: a crowd signing in together
+waits its turn instead of sharing the cores between dozens of argon2 hashes (each holding its memory) and the
+connections raters need for their submits."""
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
 ATTEMPTS = 4
@@ -115,7 +122,7 @@ class Service:
         until ``new_password`` replaces it."""
         now, name = utcnow(), username.strip()
         key, address = name.lower()[:64], address[:64]
-        with Session(self.engine) as session:  # reads only: argon2 runs without holding SQLite's write lock
+        with SIGNING_IN, Session(self.engine) as session:  # reads only: argon2 runs without SQLite's write lock
             locked = self._locked(session, key, address, now)
             if locked is None and len(password) <= MAX_PASSWORD_CHARS:
                 user = accounts.authenticate(session=session, username=name, password=password)

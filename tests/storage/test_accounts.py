@@ -153,3 +153,20 @@ def test_changing_ones_own_password_needs_the_current_one_and_keeps_only_the_ses
         assert sessions.session_user(session=session, token_hash="elsewhere", now=now) is None
         actions = session.exec(select(AuditEvent.action).where(AuditEvent.target == "ada")).all()
         assert "user.password_change" in actions
+
+
+def test_a_hash_made_with_older_argon2_settings_still_signs_in_and_is_rehashed_with_the_current_ones(engine):
+    from argon2 import PasswordHasher
+
+    old = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)  # argon2-cffi's default, used before
+    with write_session(engine) as session, session.begin():
+        ada = create_user(session=session, user=UserCreate(username="ada", password="correct horse"))
+        ada.password_hash = old.hash("correct horse")
+    with write_session(engine) as session, session.begin():
+        user = authenticate(session=session, username="ada", password="correct horse")
+        assert user is not None and accounts._hasher.check_needs_rehash(user.password_hash)
+        accounts.rehash_password(session=session, user_id=user.id, password="correct horse")
+    with Session(engine) as session:
+        stored = session.exec(select(User.password_hash)).one()
+        assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and not accounts._hasher.check_needs_rehash(stored)
+        assert authenticate(session=session, username="ada", password="correct horse") is not None

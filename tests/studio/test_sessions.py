@@ -205,3 +205,45 @@ def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(engin
     admin.change_password(ada, PASSWORD, "a new horse", here)
     assert admin.signed_in(here) is not None and admin.signed_in(elsewhere) is None
     assert admin.log_in("ada", PASSWORD).token is None and admin.log_in("ada", "a new horse").token
+
+
+def test_a_crowd_signing_in_checks_one_password_per_core_at_a_time(engine, admin, monkeypatch):
+    """Eight sign-ins at once on a pretend 2-core machine: never more than two argon2 checks run together."""
+    import threading
+    import time
+
+    from storage import accounts
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    class WatchedHasher:
+        def verify(self, hash_, password):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)  # long enough for the others to pile up behind it
+            try:
+                return real.verify(hash_, password)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    real = accounts._hasher
+    for n in range(8):
+        add_user(engine, f"r{n}")
+    monkeypatch.setattr(accounts, "_hasher", WatchedHasher())
+    monkeypatch.setattr(access, "SIGNING_IN", threading.BoundedSemaphore(2))
+    outcomes = [None] * 8
+
+    def sign_in(n: int) -> None:
+        outcomes[n] = admin.log_in(f"r{n}", PASSWORD, f"10.1.0.{n}")
+
+    threads = [threading.Thread(target=sign_in, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(outcome.token for outcome in outcomes) and 1 <= most[0] <= 2
