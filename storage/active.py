@@ -1,7 +1,7 @@
 """Active selection: the order a reward model's scores give a campaign's queue (``Campaign.queue_order``), and the
 judged pairs whose consensus the model disputes (likely label errors, for the leads' review).
 
-The scores are the PairScore rows of the run that scored the campaign last (``latest_run_id``). A
+The scores are the PairScore rows of the run that scored the campaign last (``storage.scores.latest_run_id``). A
 pair's margin is ``score_a - score_b`` (positive: A better); its confidence is ``|margin| / (margin_std + EPS)``, the
 margin in units of its MC-dropout spread, which orders exactly as ``|margin|`` when the run was scored without
 dropout (every spread 0). A pair's consensus is the sign of the mean preference of its current judgments (-2..2,
@@ -41,9 +41,9 @@ from storage.models import (
     PairScore,
     Prompt,
     QueueOrder,
-    TrainingRun,
 )
 from storage.review import preview
+from storage.scores import latest_run_id, latest_scoring_run
 
 EPS = 1e-6
 """Keeps the confidence finite where a run has no MC-dropout spread (``margin_std`` 0)."""
@@ -77,7 +77,7 @@ class Scoring:
 def latest_scoring(*, session: Session, campaign_id: int) -> Scoring | None:
     """Which run's scores order the campaign's queue, when they were written and how many pairs they cover; None
     while no run has scored the campaign."""
-    run = session.get(TrainingRun, session.execute(select(latest_run_id(campaign_id))).scalar())
+    run = latest_scoring_run(session=session, campaign_id=campaign_id)
     if run is None:
         return None
     scored_at, scored = session.execute(
@@ -101,24 +101,6 @@ def consensus_of(campaign_id: int) -> Any:
         .group_by(Judgment.pair_id)
         .subquery()
     )  # fmt: skip
-
-
-def latest_run_id(campaign_id: int) -> Any:
-    """The id of the run whose scores of the campaign were written last, as a scalar subquery (NULL while none).
-
-    Scores are only ever inserted (``store_scores`` replaces a run's rows with new ones), so the newest write holds
-    the highest PairScore id: read backwards from the newest row, this stops at the campaign's first, where ordering
-    by ``scored_at`` read and sorted every score of the campaign: 2.7 ms on 10,000 pairs, on each request of the
-    queue. ``storage.scores.latest_scoring_run`` picks the same run."""
-    of_campaign = exists().where(Pair.id == PairScore.pair_id, Pair.campaign_id == campaign_id).correlate(PairScore)
-    return (
-        select(PairScore.run_id)
-        .where(of_campaign)
-        .order_by(col(PairScore.id).desc())
-        .limit(1)
-        .correlate(None)  # its own pairscore, never the enclosing query's
-        .scalar_subquery()
-    )
 
 
 def scores_of(run_id: Any) -> Any:
