@@ -165,7 +165,7 @@ def _layout() -> RunsPage:
             with gr.Row():
                 buttons |= {"judge": gr.Button("Use as judge", elem_id="runs-judge", **small),
                             "generator": gr.Button("Use as generator", elem_id="runs-generator", **small)}  # fmt: skip
-    view = {"state": gr.Markdown(elem_id="runs-state")}
+    view = {"state": gr.Markdown(elem_id="runs-state"), "stop": buttons["stop"]}  # Stop: only while it runs
     with gr.Row():
         view["curve"] = gr.Plot(label="Loss and metrics by step", scale=3, elem_id="runs-curve")
         with gr.Column(scale=2):
@@ -215,7 +215,7 @@ def shown(page: RunsPage, view: RunView) -> dict:
     return {v["state"]: state_line(view), v["curve"]: curves_figure(view.history), v["metrics"]: metrics_frame(view),
             v["readiness"]: readiness_frame(view), v["jobs"]: jobs_markdown(view.jobs), v["log"]: view.log_tail,
             v["samples"]: gr.Dataframe(samples_frame(view), visible=bool(view.samples)),
-            v["timer"]: gr.Timer(active=live)}  # fmt: skip
+            v["timer"]: gr.Timer(active=live), v["stop"]: gr.Button(interactive=view.state in LIVE)}  # fmt: skip
 
 
 def build_runs_tab(leads: LeadService, campaign: gr.Dropdown, generate_specs: gr.Textbox, sections: gr.Tabs) -> None:

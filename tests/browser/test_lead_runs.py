@@ -61,6 +61,7 @@ def test_a_lead_trains_a_tiny_reward_model_and_stops_another_run(studio, browser
     expect(page.locator("#runs-readiness")).to_contain_text("rows per split")
     expect(page.locator("#runs-curve img, #runs-curve svg, #runs-curve canvas").first).to_be_visible()
     expect(page.locator("#runs-table")).to_contain_text("finished")
+    expect(page.locator("#runs-stop")).to_be_disabled()  # nothing to stop
     expect(page.locator("#runs-log textarea")).to_have_value(re.compile("training run 'rm-ui' finished"))
     page.locator("#runs-run").scroll_into_view_if_needed()
     screenshot(page, "lead-runs-finished")  # docs/images/lead-runs.png
@@ -77,9 +78,11 @@ def test_a_lead_trains_a_tiny_reward_model_and_stops_another_run(studio, browser
     expect(page.locator("#runs-run input")).to_have_value("rm-long")
     expect(state).to_contain_text("Running")
     expect(state).to_contain_text("left")  # its ETA, from the log history
+    expect(page.locator("#runs-stop")).to_be_enabled()
     page.locator("#runs-stop").click()
     expect(page.locator("#runs-refused")).to_contain_text("Stopped rm-long", timeout=30_000)
     expect(state).to_contain_text("Stopped")
     expect(page.locator("#runs-table")).to_contain_text("stopped")
+    expect(page.locator("#runs-stop")).to_be_disabled()
     screenshot(page, "lead-runs-stopped")
     assert status(studio, "rm-long") == "stopped"
