@@ -10,7 +10,10 @@ calibration) and one account per rater. Every rater is a thread with its own gra
 (password, as a browser would), asks for its campaign and its first pair, then submits judgment after judgment as
 the browser does (one call: the submit returns the next item), closed-loop with no think time, until the time is up
 or nothing is left. Raters arrive evenly over the first 15 s (a quarter of a short run); one that fails waits 0.5 s,
-then twice as long each time (at most 8 s), and logs in again. Every submit carries a reasoning text unique to it;
+then twice as long each time (at most 8 s), and logs in again. A request waits up to 60 s for its answer, as a
+browser would (gradio_client's own 5 s limit made every rater of a 200-rater storm give up and come back, so the
+server did each login's work several times over); how long a rater waited from arriving to its first item is
+reported. Every submit carries a reasoning text unique to it;
 a submit is acknowledged when the answer says it was saved.
 
 Then the database is checked: every acknowledged judgment stored exactly once (lost and duplicated counted), no pair
@@ -68,6 +71,7 @@ CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]
 CAMPAIGN = "load"
 K = 3
 RAMP_S = 15.0
+REQUEST_TIMEOUT_S = 60.0
 LEAK = ("Traceback", "psycopg", "sqlalchemy", "OperationalError", "SELECT ", "INSERT ")
 
 
@@ -168,11 +172,13 @@ class Rater(threading.Thread):
         self.name_, self.server, self.stop, self.start_after = name, server, stop, start_after
         self.acked: list[str] = []
         self.latencies: list[float] = []
+        self.waited_to_start: float | None = None  # seconds from arriving to the first item on screen
         self.errors: list[str] = []
         self.done = False
 
     def connect(self) -> tuple[Client, int]:
-        client = Client(self.server.address, auth=(self.name_, PASSWORD), verbose=False)
+        client = Client(self.server.address, auth=(self.name_, PASSWORD), verbose=False,
+                        httpx_kwargs={"timeout": httpx.Timeout(REQUEST_TIMEOUT_S)})  # fmt: skip
         _, dropdown = client.predict(api_name="/campaigns")
         campaign = next(value for label, value in dropdown["choices"] if label == CAMPAIGN)
         shown = client.predict(campaign, api_name="/next_pair")
@@ -182,10 +188,13 @@ class Rater(threading.Thread):
     def run(self) -> None:
         client, backoff = None, 0.5
         self.stop.wait(self.start_after)
+        arrived = time.perf_counter()
         while not self.stop.is_set() and not self.done:
             try:
                 if client is None:
                     client, campaign = self.connect()
+                    if self.waited_to_start is None:
+                        self.waited_to_start = time.perf_counter() - arrived
                     backoff = 0.5
                     continue
                 reasoning = f"{self.name_}-{len(self.acked)}-{time.monotonic_ns()}: the left answer is clearer."
@@ -252,7 +261,11 @@ def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server,
     def pct(q: float) -> float | None:
         return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else None
 
-    return {"raters": len(raters), "seconds": round(wall, 1), "submits_per_s": round(len(acked) / wall, 2),
+    started = sorted(rater.waited_to_start for rater in raters if rater.waited_to_start is not None)
+    waits = {"raters_started": len(started),
+             "wait_to_first_item_p50_s": round(started[len(started) // 2], 2) if started else None,
+             "wait_to_first_item_max_s": round(started[-1], 2) if started else None}  # fmt: skip
+    return {"raters": len(raters), **waits, "seconds": round(wall, 1), "submits_per_s": round(len(acked) / wall, 2),
             "submit_p50_s": pct(0.5), "submit_p95_s": pct(0.95), "submit_max_s": latencies[-1] if latencies else None,
             "server_cpu_ms_per_submit": round(1000 * cpu / len(acked), 1) if cpu and acked else None,
             "server_rss_mib": round(server.rss_mib(), 1), "errors": len(errors),

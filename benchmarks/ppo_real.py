@@ -5,6 +5,7 @@
     python launch.py train recipes/smollm2-135m/reward.yaml --campaign helpful --run_name minilm-helpful
     # then (the same $CONCORD_DATABASE_URL):
     python benchmarks/ppo_real.py --campaign helpful --reward run:minilm-helpful            # 30 PPO steps
+    python benchmarks/ppo_real.py --campaign helpful --reward run:minilm-helpful --steps 20 -- --num_ppo_epochs 2
     python benchmarks/ppo_real.py --campaign helpful --reward run:minilm-helpful --quick    # 2 short steps
     python benchmarks/ppo_real.py --run-folder runs/NAME    # the figures of a PPO run that already finished
 
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="PPO steps (default 30)")
     parser.add_argument("--quick", action="store_true", help="2 steps of 4 prompts and 16 tokens: a smoke run")
     parser.add_argument("--run-folder", type=Path, help="report a PPO run that already finished, training nothing")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: more recipe overrides (--key value)")
     args = parser.parse_args()
     wall = None
     if args.run_folder is None:
@@ -114,7 +116,8 @@ def main() -> None:
         steps = QUICK if args.quick else ["--max_steps", str(args.steps), "--eval_steps", "10", "--save_steps", "10"]
         recipe = ROOT / "recipes" / "smollm2-135m" / "ppo.yaml"
         command = [sys.executable, str(ROOT / "launch.py"), "train", str(recipe), "--campaign", args.campaign,
-                   "--reward_model_path", args.reward, "--run_name", name, *steps]  # fmt: skip
+                   "--reward_model_path", args.reward, "--run_name", name, *steps,
+                   *(o for o in args.overrides if o != "--")]  # fmt: skip
         env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         began = time.monotonic()
         subprocess.run(command, check=True, env=env)
