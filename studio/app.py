@@ -86,6 +86,10 @@ def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = D
         app.load(on_load, outputs=[whoami, campaign, *lead_tabs], api_name="campaigns", **RATER_EVENTS)
     # Rater events share one queue group ("rater", RATER_EVENTS) and lead events another ("lead", two at a time), so
     # a judgment submit never waits behind a slow quality report or export; any other event runs `concurrency` at once.
+    # After every event Gradio's queue summarises its last GRADIO_ANALYTICS_MAX_EVENTS (10,000) events with pandas,
+    # for a monitoring page the studio does not serve: a share of each submit's CPU that grew with the events kept.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     return app.queue(default_concurrency_limit=concurrency)
 
 

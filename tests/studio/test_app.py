@@ -12,7 +12,7 @@ from storage.accounts import create_user
 from storage.db import write_session
 from storage.demo import seed_demo
 from storage.models import CalibrationItem, Campaign, Consent, Demonstration, Judgment, Pair, Prompt, User, UserCreate
-from studio.app import launch_studio
+from studio.app import build_app, launch_studio
 from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
 from studio.tabs.rater import as_chat
@@ -144,3 +144,12 @@ def test_on_a_space_with_oauth_hf_accounts_sign_in_as_linked_users(sqlite_engine
         current_user(service, no_password, profile("mallory"))
     with pytest.raises(PermissionDenied, match="Sign in with Hugging Face first"):
         current_user(service, no_password, None)
+
+
+def test_gradios_queue_keeps_few_event_records_and_summarises_them_rarely(sqlite_engine, tmp_path, monkeypatch):
+    """Gradio summarised its last 10,000 events with pandas after every event (2 to 9 ms of a submit, growing with
+    the events kept) for a monitoring page the studio does not serve."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
+    monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
+    app = build_app(StudioService(sqlite_engine), exports_dir=tmp_path)
+    assert app._queue.ANALYTICS_MAX_EVENTS == 100 and app._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
