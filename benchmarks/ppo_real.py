@@ -11,10 +11,11 @@
 
 It runs ``launch.py train recipes/smollm2-135m/ppo.yaml`` as a user would (``--quick``: 2 steps of 4 prompts, 16
 tokens each), then reads the run's logs. Figures: the reward model's mean score of the held-out answers (the same
-16 prompts, the same seeded sampling noise, at step 0 and at the end) with 95% intervals; the KL per response from
-the start model; the training score (mean of the first and of the last 5 steps); and a check, without reading the
-answers, that they did not collapse: mean length, EOS rate, distinct answers, distinct word bigrams over all answers,
-and the share of repeated word 3-grams inside an answer, at step 0 and at the end. Also wall time, seconds per step
+16 prompts, the same seeded sampling noise, at step 0 and at the end) with 95% intervals, and its gain prompt by
+prompt (paired) with a 95% t interval; the KL per response from the start model; the training score (mean of the
+first and of the last 5 steps); and a check, without reading the answers, that they did not collapse: mean length,
+EOS rate, distinct answers, distinct word bigrams over all answers, and the share of repeated word 3-grams inside an
+answer, at step 0 and at the end. Also wall time, seconds per step
 and how each step's time splits between generation, scoring and optimisation. A section is appended to
 docs/benchmarks.md; the last line printed is one JSON object.
 """
@@ -34,6 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
+from alignment.ppo_math import mean_interval  # noqa: E402
 from benchmarks._report import report  # noqa: E402
 
 QUICK = ["--max_steps", "2", "--rollout_batch_size", "4", "--per_device_train_batch_size", "2",
@@ -78,6 +82,10 @@ def figures(folder: Path) -> dict:
     steps = [line for line in logs if "score" in line]
     last = max(line["step"] for line in samples)
     heldout = [line for line in logs if "heldout_score" in line]
+    start, end = ({json.dumps(a["prompt"], sort_keys=True): a["score"] for a in samples if a["step"] == step}
+                  for step in (0, last))  # fmt: skip
+    gains = [end[prompt] - score for prompt, score in start.items()]  # the same prompts and sampling noise: paired
+    gain, low, high = mean_interval(np.array(gains))
     times = {name: round(statistics.fmean(line[f"time_{name}"] for line in steps), 1)
              for name in ("generation", "scoring", "optimisation")}  # fmt: skip
     return {
@@ -86,6 +94,8 @@ def figures(folder: Path) -> dict:
         "heldout_score_end": round(final["heldout_score"], 4),
         "heldout_score_end_ci95": [round(final["heldout_score_ci_low"], 4), round(final["heldout_score_ci_high"], 4)],
         "heldout_kl_end": round(final["heldout_kl"], 3),
+        "heldout_gain_paired": round(gain, 4), "heldout_gain_paired_ci95": [round(low, 4), round(high, 4)],
+        "heldout_prompts_improved": f"{sum(g > 0 for g in gains)} of {len(gains)}",
         "heldout_by_step": {str(line["step"]): [round(line["heldout_score"], 4), round(line["heldout_kl"], 3)]
                             for line in heldout},
         "train_score_first5": round(statistics.fmean(line["score"] for line in steps[:5]), 4),
