@@ -3,6 +3,7 @@
     python benchmarks/load.py            # SQLite and PostgreSQL; 50, 100 and 200 raters for 60 s each; the faults
     python benchmarks/load.py --quick    # SQLite and PostgreSQL; 20 raters for 15 s; the faults reduced (~2 min)
     python benchmarks/load.py --engines sqlite --raters 50 --seconds 120
+    python benchmarks/load.py --soak --engines sqlite    # 50 raters for 10 min, the server's memory every minute
 
 Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
 127.0.0.1:5432) holding the 1,135 distinct HH-RLHF helpful-online pairs (overlap k 3, no consent text, no
@@ -100,8 +101,8 @@ def database(kind: str, folder: Path):
         admin.dispose()
 
 
-def seed(url: str, folder: Path, raters: int) -> list[str]:
-    """The HH pairs in campaign ``load`` and ``raters`` accounts; their usernames."""
+def seed(url: str, folder: Path, raters: int, k: int = K) -> list[str]:
+    """The HH pairs in campaign ``load`` (overlap ``k``) and ``raters`` accounts; their usernames."""
     pairs = folder / "hh.jsonl"
     with gzip.open(HH, "rt", encoding="utf-8") as f:
         rows = [row for row in map(json.loads, f) if row["chosen"] != row["rejected"]]
@@ -112,7 +113,7 @@ def seed(url: str, folder: Path, raters: int) -> list[str]:
     names = [f"rater{n:03d}" for n in range(raters)]
     with write_session(engine) as session, session.begin():
         campaign = session.exec(select(Campaign).where(Campaign.name == CAMPAIGN)).one()
-        campaign.consent_text, campaign.calibration_rate, campaign.overlap_k = "", 0.0, K
+        campaign.consent_text, campaign.calibration_rate, campaign.overlap_k = "", 0.0, k
         for name in names:
             create_user(session=session, user=UserCreate(username=name, password=PASSWORD))
     engine.dispose()
@@ -212,8 +213,8 @@ class Rater(threading.Thread):
                 backoff = min(2 * backoff, 8.0)
 
 
-def check(url: str, acked: list[str]) -> dict:
-    """Every acknowledged judgment stored exactly once, no pair over k, no rater judging a pair twice."""
+def check(url: str, acked: list[str], k: int = K) -> dict:
+    """Every acknowledged judgment stored exactly once, no pair over ``k``, no rater judging a pair twice."""
     engine = make_engine(url)
     with Session(engine) as session:
         stored = dict(session.exec(select(Judgment.reasoning, func.count()).group_by(Judgment.reasoning)).all())
@@ -229,12 +230,14 @@ def check(url: str, acked: list[str]) -> dict:
         total = session.exec(select(func.count()).select_from(Judgment)).one()
     engine.dispose()
     return {"acknowledged": len(acked), "stored": total, "lost": sum(1 for r in acked if r not in stored),
-            "duplicated": sum(1 for r in acked if stored.get(r, 0) > 1), "pairs_over_k": sum(n > K for n in per_pair),
+            "duplicated": sum(1 for r in acked if stored.get(r, 0) > 1), "pairs_over_k": sum(n > k for n in per_pair),
             "judged_a_pair_twice": twice}  # fmt: skip
 
 
-def crowd(server: Server, names: list[str], seconds: float, fault=None) -> tuple[list[Rater], float, float]:
-    """Run the raters for ``seconds`` (``fault(server)`` half-way); the raters, the wall time and server CPU used."""
+def crowd(server: Server, names: list[str], seconds: float, fault=None, rss: list[float] | None = None,
+          every: float = 60.0) -> tuple[list[Rater], float, float]:  # fmt: skip
+    """Run the raters for ``seconds`` (``fault(server)`` half-way; the server's memory appended to ``rss`` every
+    ``every`` seconds); the raters, the wall time and server CPU used."""
     stop = threading.Event()
     ramp = min(RAMP_S, seconds / 4)  # raters arrive over the first seconds, not all in one instant
     raters = [Rater(name, server, stop, start_after=ramp * n / len(names)) for n, name in enumerate(names)]
@@ -245,7 +248,10 @@ def crowd(server: Server, names: list[str], seconds: float, fault=None) -> tuple
         time.sleep(seconds / 2)
         fault(server)
         cpu = None  # a restarted server's CPU is not comparable
-    time.sleep(max(0.0, began + seconds - time.monotonic()))
+    while (left := began + seconds - time.monotonic()) > 0:
+        time.sleep(min(left, every))
+        if rss is not None:
+            rss.append(round(server.rss_mib(), 1))
     used = None if cpu is None else server.cpu_seconds() - cpu
     stop.set()
     for rater in raters:
@@ -253,7 +259,7 @@ def crowd(server: Server, names: list[str], seconds: float, fault=None) -> tuple
     return raters, time.monotonic() - began, used
 
 
-def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server, url: str) -> dict:
+def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server, url: str, k: int = K) -> dict:
     acked = [r for rater in raters for r in rater.acked]
     latencies = sorted(t for rater in raters for t in rater.latencies)
     errors = [e for rater in raters for e in rater.errors]
@@ -272,7 +278,7 @@ def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server,
             "errors_leaking_internals": sum(any(word in e for word in LEAK) for e in errors),
             "error_kinds": sorted({e.split(":")[0] for e in errors}),
             "leaking": sorted({e for e in errors if any(word in e for word in LEAK)})[:3],
-            **check(url, acked)}  # fmt: skip
+            **check(url, acked, k)}  # fmt: skip
 
 
 def load_run(kind: str, raters: int, seconds: float) -> dict:
@@ -284,6 +290,23 @@ def load_run(kind: str, raters: int, seconds: float) -> dict:
             rss = server.rss_mib()
             result = figures(*crowd(server, names, seconds), server, url)
             return result | {"server_rss_start_mib": round(rss, 1)}
+        finally:
+            server.stop()
+
+
+def soak_run(kind: str, raters: int, seconds: float, every: float) -> dict:
+    """``raters`` judging for ``seconds`` in a campaign they cannot finish (every rater may judge every pair), the
+    server's memory sampled every ``every`` seconds: it should level off once every rater is in."""
+    with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+        names = seed(url, Path(tmp), raters, k=raters)
+        server = Server(url, Path(tmp))
+        server.start()
+        try:
+            samples = [round(server.rss_mib(), 1)]
+            result = figures(*crowd(server, names, seconds, rss=samples, every=every), server, url, k=raters)
+            settled = samples[2:] or samples  # after the raters' arrival and first items
+            return result | {"server_rss_samples_mib": samples, "every_s": every,
+                             "rss_growth_after_warmup_mib": round(settled[-1] - settled[0], 1)}  # fmt: skip
         finally:
             server.stop()
 
@@ -347,6 +370,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     parser.add_argument("--raters", nargs="+", type=int, help="crowd sizes (default 50 100 200; quick: 20)")
     parser.add_argument("--seconds", type=float, help="per crowd (default 60; quick: 15)")
+    parser.add_argument("--soak", action="store_true", help="only the memory soak: 50 raters, 10 min (quick: 1)")
     args = parser.parse_args()
     if not HH.is_file():
         sys.exit(f"{HH} is missing: the load suite judges the real HH pairs (see ../shared/README.md)")
@@ -354,6 +378,13 @@ def main() -> None:
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     fault_raters, fault_seconds = (10, 12.0) if args.quick else (50, 60.0)
     results: dict = {"quick": args.quick}
+    if args.soak:
+        seconds, every = (60.0, 10.0) if args.quick else (args.seconds or 600.0, 60.0)
+        for kind in args.engines:
+            results[kind] = {"soak": soak_run(kind, (args.raters or [50])[0], seconds, every)}
+        command = "python benchmarks/load.py " + " ".join(sys.argv[1:])
+        report("Memory soak (benchmarks/load.py --soak)", results, command.strip())
+        return
     for kind in args.engines:
         results[kind] = {f"{n}_raters": load_run(kind, n, seconds) for n in sizes}
         results[kind]["sigkill"] = fault_run(kind, _restart, fault_raters, fault_seconds)

@@ -56,3 +56,11 @@ def test_a_killed_export_leaves_no_half_export_and_runs_again(load, kind):
     result = load.export_kill(kind)
     assert result["records_after_kill"] == 0 and not result["half_export_visible"], result
     assert result["rerun_ok"] and result["records_after_rerun"] == 1, result
+
+
+@pytest.mark.slow
+def test_the_memory_soak_samples_the_servers_memory_and_loses_nothing(load):
+    """The soak's campaign lets every rater judge every pair (k = raters), so it never runs dry; memory is sampled."""
+    result = load.soak_run("sqlite", raters=4, seconds=12, every=3)
+    assert_nothing_lost(result)
+    assert len(result["server_rss_samples_mib"]) == 5 and all(m > 0 for m in result["server_rss_samples_mib"])
