@@ -125,6 +125,8 @@ def _evaluate_policy(run_dir: Path, configs, prompts: list, reward_path: str) ->
     for model in (roles.policy, roles.reference, roles.reward):
         if model is not None:
             model.to(device)
+    log.info("answering %d held-out prompts with the policy, then with its start point, %d at a time", len(prompts),
+             args.per_device_eval_batch_size)  # fmt: skip
     episodes, kl = answer(roles, prompts, args, device)
     if roles.reference is None:  # LoRA: the start is the policy with its adapter off
         with roles.policy.disable_adapter():
