@@ -130,9 +130,9 @@ def _evaluate_policy(run_dir: Path, configs, prompts: list, reward_path: str) ->
     episodes, kl = answer(roles, prompts, args, device)
     if roles.reference is None:  # LoRA: the start is the policy with its adapter off
         with roles.policy.disable_adapter():
-            start, _ = answer(roles, prompts, args, device)
+            start, _ = answer(roles, prompts, args, device, kl=False)
     else:
-        start, _ = answer(dataclasses.replace(roles, policy=roles.reference), prompts, args, device)
+        start, _ = answer(dataclasses.replace(roles, policy=roles.reference), prompts, args, device, kl=False)
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     columns = zip(prompts, episodes.texts, episodes.scores.tolist(), start.texts, start.scores.tolist(), kl.tolist(),
                   strict=True)  # fmt: skip

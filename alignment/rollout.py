@@ -250,15 +250,19 @@ def measure(roles: Roles, episodes: Episodes, args: PPOArguments, values: bool =
     episodes.scores = score(roles, episodes.prompts, episodes.texts, args, ids.device)
 
 
-def answer(roles: Roles, prompts: list[list[dict]], args: PPOArguments, device) -> tuple[Episodes, Tensor]:
-    """The prompts answered, measured and scored with sampling noise seeded by ``args.seed`` apart from any other
-    random stream, so the same policy gives the same answers wherever it is called; and each answer's KL from the
-    reference (k1 summed over its tokens)."""
+def answer(roles: Roles, prompts: list[list[dict]], args: PPOArguments, device, kl: bool = True
+           ) -> tuple[Episodes, Tensor | None]:  # fmt: skip
+    """The prompts answered and scored with sampling noise seeded by ``args.seed`` apart from any other random
+    stream, so the same policy gives the same answers wherever it is called; and, with ``kl``, each answer's KL from
+    the reference (k1 summed over its tokens)."""
     devices = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(args.seed)
         episodes = sample(roles, prompts, args, device)
-        measure(roles, episodes, args, values=False)
+    if not kl:
+        episodes.scores = score(roles, prompts, episodes.texts, args, device)
+        return episodes, None
+    measure(roles, episodes, args, values=False)
     return episodes, (kl_estimate(episodes.logprobs, episodes.ref_logprobs, "k1") * episodes.mask).sum(1)
 
 
