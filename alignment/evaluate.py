@@ -140,10 +140,15 @@ def _evaluate_policy(run_dir: Path, configs, prompts: list, reward_path: str) ->
              for prompt, text, s, before, b, k in columns]  # fmt: skip
     append_jsonl(run_dir / "eval" / "heldout-samples.jsonl", lines)
     mean, low, high = mean_interval(episodes.scores.cpu().numpy())
+    gains = (episodes.scores - start.scores).cpu().numpy()  # the same prompts and noise: a paired comparison
+    gain, gain_low, gain_high = mean_interval(gains)
     return {"heldout_score": mean, "heldout_score_ci_low": low, "heldout_score_ci_high": high,
-            "heldout_score_start": start.scores.mean().item(), "heldout_kl": kl.mean().item(),
-            "response_length": episodes.mask.sum(1).float().mean().item(),
-            "eos_rate": episodes.has_eos.float().mean().item()}  # fmt: skip
+            "heldout_score_start": start.scores.mean().item(), "heldout_gain": gain, "heldout_gain_ci_low": gain_low,
+            "heldout_gain_ci_high": gain_high, "heldout_prompts_improved": float((gains > 0).mean()),
+            "heldout_kl": kl.mean().item(), "response_length": episodes.mask.sum(1).float().mean().item(),
+            "response_length_start": start.mask.sum(1).float().mean().item(),
+            "eos_rate": episodes.has_eos.float().mean().item(),
+            "eos_rate_start": start.has_eos.float().mean().item()}  # fmt: skip
 
 
 def _write(run_dir: Path, name: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,9 @@ def test_online_rl_raises_the_toy_reward_on_heldout_prompts(method, sqlite_engin
     assert (Path(run.output_path) / "model" / "model.safetensors").is_file()
     heldout = evaluate_run(Path(run.output_path))  # the saved policy and its start answer the held-out prompts
     assert heldout["heldout_score"] > heldout["heldout_score_start"] + 0.2, heldout
+    gain = heldout["heldout_score"] - heldout["heldout_score_start"]
+    assert heldout["heldout_gain"] == pytest.approx(gain, abs=1e-5)
+    assert heldout["heldout_gain_ci_low"] > 0 and heldout["heldout_prompts_improved"] > 0.5
     assert heldout["heldout_kl"] > 0.01 and 0 < heldout["response_length"] <= 8
 
 
