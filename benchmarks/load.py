@@ -14,8 +14,8 @@ or nothing is left. Raters arrive evenly over the first 15 s (a quarter of a sho
 then twice as long each time (at most 8 s), and logs in again. A request waits up to 60 s for its answer, as a
 browser would (gradio_client's own 5 s limit made every rater of a 200-rater storm give up and come back, so the
 server did each login's work several times over); how long a rater waited from arriving to its first item is
-reported. Every submit carries a reasoning text unique to it;
-a submit is acknowledged when the answer says it was saved.
+reported. Every submit carries a reasoning text unique to it; a submit is acknowledged when the answer says it was
+saved.
 
 Then the database is checked: every acknowledged judgment stored exactly once (lost and duplicated counted), no pair
 judged by more than k raters, no rater judging a pair twice. Server CPU (utime + stime of the server process, from

@@ -15,9 +15,9 @@ tokens each), then reads the run's logs. Figures: the reward model's mean score 
 prompt (paired) with a 95% t interval; the KL per response from the start model; the training score (mean of the
 first and of the last 5 steps); and a check, without reading the answers, that they did not collapse: mean length,
 EOS rate, distinct answers, distinct word bigrams over all answers, and the share of repeated word 3-grams inside an
-answer, at step 0 and at the end. Also wall time, seconds per step
-and how each step's time splits between generation, scoring and optimisation. A section is appended to
-docs/benchmarks.md; the last line printed is one JSON object.
+answer, at step 0 and at the end. Also wall time, seconds per step and how each step's time splits between
+generation, scoring and optimisation. A section is appended to docs/benchmarks.md; the last line printed is one JSON
+object.
 """
 
 from __future__ import annotations
