@@ -37,6 +37,7 @@ from studio.login import hf_oauth_enabled, session_token, signed_in_user
 
 LOGIN_PAGE = (Path(__file__).parent / "static" / "login.html").read_text(encoding="utf-8")
 DEFAULT_MAX_UPLOAD_MB = 50.0
+SESSIONS_KEPT = 1000
 
 
 def max_upload_mb() -> float:
@@ -59,6 +60,9 @@ def launch_kwargs(service: Service, *, upload_mb: float | None = None) -> dict[s
     kwargs: dict[str, Any] = {
         "max_file_size": int((upload_mb or max_upload_mb()) * 1024 * 1024),
         "ssr_mode": False,  # the page must come from this server, which shows the login page in its place
+        # Gradio keeps every page's session (about 0.75 MiB of component config here) until 10,000 are held; the
+        # least recently used beyond 1,000 go (an idle rater's next submit then asks them to press Next item).
+        "state_session_capacity": SESSIONS_KEPT,
         "app_kwargs": {"routes": routes},
     }
     if not hf_oauth_enabled():

@@ -79,6 +79,11 @@ def feedback_text(feedback: CalibrationFeedback) -> str:
     return text
 
 
+def same_rubric(shown: PairTask, task: PairTask) -> bool:
+    """Whether the rubric on screen already has ``task``'s criteria (then only its values are reset)."""
+    return shown.rubric == task.rubric and shown.criteria_required == task.criteria_required
+
+
 def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) -> None:
     """The Compare tab; ``tab`` is the ``gr.Tab`` it is built in (opening it loads the rater's item)."""
     task = gr.State(None)  # (PairTask, shown_at, draft key)
@@ -120,11 +125,10 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
     form = [choice, both_bad, *scores, reasoning, confidence]
     slots = TaskSlots("judgment", task, header.status, body, submit, key, header, consent, feedback)
 
-    def show(rater: int, pair_task: PairTask, progress: Progress) -> dict:
-        rubric = {score: gr.Radio(visible=False, value=None) for score in scores}
-        required = " *" if pair_task.criteria_required else ""
-        for score, name, letter in zip(scores, pair_task.rubric, CRITERION_KEYS, strict=False):
-            rubric[score] = gr.Radio(label=f"{name} ({letter}){required}", value=0, visible=True)
+    def show(rater: int, pair_task: PairTask, progress: Progress, current: tuple | None) -> dict:
+        rubric = {score: 0 if i < len(pair_task.rubric) else None for i, score in enumerate(scores)}
+        if current is None or not same_rubric(current[0], pair_task):
+            rubric = rubric_radios(pair_task)
         form_values = {choice: None, both_bad: False, reasoning: "", confidence: 3, **rubric}
         view = {
             prompt: conversation_html(pair_task.messages),
@@ -134,6 +138,15 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         counter = {count: count_line("", pair_task.min_reasoning_chars), minimum: pair_task.min_reasoning_chars}
         shown = slots.task(pair_task, rater, progress, pair_task.guidelines, pair_task.guidelines_version)
         return shown | view | form_values | counter | {feedback: gr.Markdown(visible=False)}
+
+    def rubric_radios(pair_task: PairTask) -> dict:
+        """The criteria's labels and visibility. Sent only when they change: Gradio keeps a copy of an input component
+        in the session for every update of its properties (6.31), so a submit sends values alone."""
+        rubric = {score: gr.update(visible=False, value=None) for score in scores}
+        required = " *" if pair_task.criteria_required else ""
+        for score, name, letter in zip(scores, pair_task.rubric, CRITERION_KEYS, strict=False):
+            rubric[score] = gr.update(label=f"{name} ({letter}){required}", value=0, visible=True)
+        return rubric
 
     outputs = [task, header.status, body, submit, prompt, left, right, *form, count, minimum, key, feedback]
     outputs += [*header.outputs, *consent.outputs]
@@ -162,7 +175,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         with shown_to_user():
             if result.feedback:
                 return reviewing(rater, campaign_id, result.feedback) | {sent: submitted}
-            shown = load(rater, campaign_id, None)
+            shown = load(rater, campaign_id, current)
         saved = f"{SAVED} {shown.get(header.status) or 'Here is the next item.'}"
         return shown | {header.status: saved, sent: submitted}
 

@@ -226,7 +226,7 @@ def load_task(
         return slots.nothing(NOTHING_LEFT[slots.kind], progress)
     if current is not None and current[0].assignment_id == task.assignment_id:  # leave the form as it is
         return {slots.status: "This item is yours until you submit it.", **slots.header.show(progress, slots.kind)}
-    return show(rater, task, progress)
+    return show(rater, task, progress, current)
 
 
 def wire_loading(
@@ -234,7 +234,7 @@ def wire_loading(
     slots: TaskSlots,
     *,
     fetch: Callable[[int, int], Any],
-    show: Callable[[int, Any, Progress], dict],
+    show: Callable[[int, Any, Progress, Any], dict],
     controls: tuple[gr.Dropdown, gr.Tab],
     outputs: list[gr.components.Component],
     noun: str,
@@ -244,6 +244,7 @@ def wire_loading(
 
     A tab that leases on a campaign change holds an item the moment the studio opens; Write leases only when opened,
     so a rater who only compares holds no prompt. Returns ``load(rater_id, campaign_id, current)`` for the submit.
+    ``show(rater_id, task, progress, current)`` fills in the task; ``current`` is what was on screen (or None).
     """
     (campaign, tab), next_button = controls, slots.header.next_button
     load = partial(load_task, service, slots, fetch, show)

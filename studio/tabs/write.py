@@ -11,6 +11,7 @@ text fields), ? the list of keys.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import gradio as gr
 
@@ -80,7 +81,7 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
     pastes = gr.Textbox(value="[]", visible="hidden", elem_id="write-pastes")
     slots = TaskSlots("demonstration", task, status, body, submit, key, header, consent)
 
-    def show(rater: int, prompt_task: PromptTask, progress: Progress) -> dict:
+    def show(rater: int, prompt_task: PromptTask, progress: Progress, _current: Any) -> dict:
         has_draft = bool(prompt_task.draft)
         drafting = {draft_box: gr.Accordion(visible=has_draft), use_draft: gr.Button(visible=has_draft)}
         fields = {prompt: as_chat(prompt_task.messages), draft: prompt_task.draft or "", response: ""}

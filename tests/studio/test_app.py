@@ -153,3 +153,25 @@ def test_gradios_queue_keeps_few_event_records_and_summarises_them_rarely(sqlite
     monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
     app = build_app(StudioService(sqlite_engine), exports_dir=tmp_path)
     assert app._queue.ANALYTICS_MAX_EVENTS == 100 and app._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
+
+
+def test_a_session_holds_no_more_components_however_many_judgments_it_submits(sqlite_engine):
+    """Gradio 6.31 keeps a copy of an input component in the session for each update of its properties: resending
+    the rubric's labels with every submit grew a rater's session by eight components a judgment."""
+    seed_demo(sqlite_engine)
+    demo_campaign(sqlite_engine, consent_text="", calibration_rate=0.0)
+    with write_session(sqlite_engine) as session, session.begin():
+        create_user(session=session, user=UserCreate(username="ada", password="password1"))
+    app = launch_studio(StudioService(sqlite_engine), prevent_thread_lock=True, quiet=True)
+    try:
+        rater, campaign = log_in(app.local_url)
+        rater.predict(campaign, api_name="/next_pair")
+        held = []
+        for n in range(4):
+            shown = rater.predict(campaign, -1, False, *CRITERIA, f"Judgment {n}: the left answer is more specific.",
+                                  4, api_name="/submit_judgment")  # fmt: skip
+            assert "Saved" in shown[0]
+            held.append(len(app.state_holder.session_data[rater.session_hash].blocks_config.blocks))
+        assert held == held[:1] * 4
+    finally:
+        app.close()
