@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func
+from sqlalchemy import case, exists, func
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
@@ -21,25 +21,32 @@ def _count(session: Session, query: Any) -> int:
     return session.exec(query).one()
 
 
-def count_judged(*, session: Session, rater_id: int, campaign_id: int, since: datetime | None = None) -> int:
-    """Pairs of the campaign this rater judged (calibration items included), since ``since`` when given."""
+def _today_and_total(moment: Any, today: datetime) -> Any:
+    """A query of (rows since ``today``, rows in all), ``moment`` saying when a row was made."""
+    return select(func.count(case((moment >= today, 1))), func.count())
+
+
+def count_judged(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
+    """(since ``today``, in all): pairs of the campaign this rater judged, calibration items included."""
     query = (
-        select(func.count(Judgment.id))
+        _today_and_total(Judgment.server_time, today)
+        .select_from(Judgment)
         .join(Pair, col(Pair.id) == Judgment.pair_id)
         .where(Pair.campaign_id == campaign_id, Judgment.rater_id == rater_id, col(Judgment.supersedes_id).is_(None))
     )
-    return _count(session, query if since is None else query.where(Judgment.server_time >= since))
+    return tuple(session.exec(query).one())
 
 
-def count_written(*, session: Session, rater_id: int, campaign_id: int, since: datetime | None = None) -> int:
-    """Demonstrations this rater wrote for the campaign, since ``since`` when given."""
+def count_written(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
+    """(since ``today``, in all): demonstrations this rater wrote for the campaign."""
     query = (
-        select(func.count(Demonstration.id))
+        _today_and_total(Demonstration.created_at, today)
+        .select_from(Demonstration)
         .join(Prompt, col(Prompt.id) == Demonstration.prompt_id)
         .where(Prompt.campaign_id == campaign_id, Demonstration.rater_id == rater_id)
         .where(col(Demonstration.supersedes_id).is_(None))
     )
-    return _count(session, query if since is None else query.where(Demonstration.created_at >= since))
+    return tuple(session.exec(query).one())
 
 
 def judgment_coverage(*, session: Session, campaign: Campaign, before: datetime | None = None) -> tuple[int, int]:

@@ -105,8 +105,12 @@ class CalibrationFeedback:
 
 @dataclass(frozen=True)
 class JudgmentResult:
+    """A stored judgment, with what the rater sees next, looked up in the same transaction (one call per submit)."""
+
     judgment_id: int
     feedback: CalibrationFeedback | None = None  # only for a calibration item in a campaign in training mode
+    progress: Progress | None = None  # None: nothing looked up (feedback to read, or consent or access changed)
+    next_task: PairTask | None = None  # with progress set: the pair leased next, None when nothing is left
 
 
 @dataclass(frozen=True)
@@ -209,59 +213,66 @@ class StudioService(RaterHistory):
     def progress(self, rater_id: int, campaign_id: int) -> Progress:
         """The rater's own progress line. In audit mode campaign and calibration figures stop at 00:00 UTC: a figure
         that moved right after a submit would tell the rater that the item was a calibration item."""
-        now = utcnow()
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         with Session(self.engine) as session:
             _, campaign = self._rater_in(session, rater_id, campaign_id)
-            as_of = today if campaign.calibration_mode == CalibrationMode.audit else None
-            mine = {"session": session, "rater_id": rater_id, "campaign_id": campaign.id}
-            judged, written = self._campaign_coverage(session, campaign, as_of)
-            correct, answered = queue.calibration_standing(
-                session=session, rater_id=rater_id, campaign=campaign, before=as_of
-            )
-            return Progress(
-                judged_today=progress.count_judged(**mine, since=today),
-                judged_total=progress.count_judged(**mine),
-                written_today=progress.count_written(**mine, since=today),
-                written_total=progress.count_written(**mine),
-                judgments_collected=judged[0],
-                judgments_needed=judged[1],
-                demonstrations_collected=written[0],
-                demonstrations_needed=written[1],
-                calibration_correct=correct,
-                calibration_answered=answered,
-                calibration_window=campaign.calibration_window,
-                as_of=as_of,
-            )
+            return self._progress(session, rater_id, campaign)
+
+    def _progress(self, session: Session, rater_id: int, campaign: Campaign) -> Progress:
+        today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        as_of = today if campaign.calibration_mode == CalibrationMode.audit else None
+        mine = {"session": session, "rater_id": rater_id, "campaign_id": campaign.id, "today": today}
+        judged, written = self._campaign_coverage(session, campaign, as_of)
+        correct, answered = queue.calibration_standing(
+            session=session, rater_id=rater_id, campaign=campaign, before=as_of
+        )
+        judged_today, judged_total = progress.count_judged(**mine)
+        written_today, written_total = progress.count_written(**mine)
+        return Progress(
+            judged_today=judged_today,
+            judged_total=judged_total,
+            written_today=written_today,
+            written_total=written_total,
+            judgments_collected=judged[0],
+            judgments_needed=judged[1],
+            demonstrations_collected=written[0],
+            demonstrations_needed=written[1],
+            calibration_correct=correct,
+            calibration_answered=answered,
+            calibration_window=campaign.calibration_window,
+            as_of=as_of,
+        )
 
     def next_pair(self, rater_id: int, campaign_id: int) -> PairTask | None:
         """The pair this rater should judge now (the same one after a reload), or None when nothing is left."""
 
         def action(session: Session) -> PairTask | None:
             user, campaign = self._consented_rater_in(session, rater_id, campaign_id)
-            assignment = queue.next_pair_assignment(
-                session=session, user=user, campaign=campaign, rng=self.rng, now=utcnow(), lease=self.lease
-            )
-            if assignment is None:
-                return None
-            pair = session.get(Pair, assignment.pair_id)
-            a, b = session.get(Response, pair.response_a_id).text, session.get(Response, pair.response_b_id).text
-            left_text, right_text = (a, b) if assignment.left == Side.a else (b, a)
-            return PairTask(
-                assignment_id=assignment.id,
-                pair_id=pair.id,
-                messages=session.get(Prompt, pair.prompt_id).messages,
-                left_text=left_text,
-                right_text=right_text,
-                rubric=list(campaign.rubric),
-                criteria_required=campaign.criteria_required,
-                min_reasoning_chars=campaign.min_reasoning_chars,
-                guidelines=campaign.guidelines,
-                guidelines_version=campaign.guidelines_version,
-                leased_at=assignment.leased_at,
-            )
+            return self._next_pair(session, user, campaign)
 
         return self._transaction(action)
+
+    def _next_pair(self, session: Session, user: User, campaign: Campaign) -> PairTask | None:
+        assignment = queue.next_pair_assignment(
+            session=session, user=user, campaign=campaign, rng=self.rng, now=utcnow(), lease=self.lease
+        )
+        if assignment is None:
+            return None
+        pair = session.get(Pair, assignment.pair_id)
+        a, b = session.get(Response, pair.response_a_id).text, session.get(Response, pair.response_b_id).text
+        left_text, right_text = (a, b) if assignment.left == Side.a else (b, a)
+        return PairTask(
+            assignment_id=assignment.id,
+            pair_id=pair.id,
+            messages=session.get(Prompt, pair.prompt_id).messages,
+            left_text=left_text,
+            right_text=right_text,
+            rubric=list(campaign.rubric),
+            criteria_required=campaign.criteria_required,
+            min_reasoning_chars=campaign.min_reasoning_chars,
+            guidelines=campaign.guidelines,
+            guidelines_version=campaign.guidelines_version,
+            leased_at=assignment.leased_at,
+        )
 
     def next_prompt(self, rater_id: int, campaign_id: int) -> PromptTask | None:
         """The prompt this rater should write a response for, or None when nothing is left."""
@@ -287,7 +298,9 @@ class StudioService(RaterHistory):
         return self._transaction(action)
 
     def submit_judgment(self, rater_id: int, assignment_id: int, answer: JudgmentAnswer) -> JudgmentResult:
-        """Store the rater's judgment of the pair assigned to them; in training mode a calibration item answers."""
+        """Store the rater's judgment of the pair assigned to them; in training mode a calibration item answers.
+        Otherwise the next pair is leased and the progress counted in the same transaction, unless the rater must
+        first accept a new consent text or left the campaign (``progress`` None: ask ``next_pair``, which says why)."""
 
         def action(session: Session) -> JudgmentResult:
             assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
@@ -301,7 +314,14 @@ class StudioService(RaterHistory):
                 now=utcnow(),
                 assignment=assignment,
             )
-            return JudgmentResult(judgment_id=row.id, feedback=_feedback(session, campaign, row))
+            if (feedback := _feedback(session, campaign, row)) is not None:
+                return JudgmentResult(judgment_id=row.id, feedback=feedback)
+            try:
+                user, campaign = self._consented_rater_in(session, rater_id, campaign.id)
+            except PermissionDenied:  # ConsentRequired included
+                return JudgmentResult(judgment_id=row.id)
+            task = self._next_pair(session, user, campaign)
+            return JudgmentResult(row.id, progress=self._progress(session, rater_id, campaign), next_task=task)
 
         return self._transaction(action)
 

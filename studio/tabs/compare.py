@@ -38,6 +38,7 @@ from studio.tabs.rater import (
     help_overlay,
     keep_drafts,
     refused_submit,
+    shown_task,
     wire_loading,
 )
 from studio.validation import JudgmentAnswer
@@ -136,8 +137,8 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
             right: pane_html("Right response", pair_task.right_text),
         }
         counter = {count: count_line("", pair_task.min_reasoning_chars), minimum: pair_task.min_reasoning_chars}
-        shown = slots.task(pair_task, rater, progress, pair_task.guidelines, pair_task.guidelines_version)
-        return shown | view | form_values | counter | {feedback: gr.Markdown(visible=False)}
+        shown = slots.task(pair_task, rater, progress, current)
+        return shown | view | form_values | counter
 
     def rubric_radios(pair_task: PairTask) -> dict:
         """The criteria's labels and visibility. Sent only when they change: Gradio keeps a copy of an input component
@@ -175,7 +176,10 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         with shown_to_user():
             if result.feedback:
                 return reviewing(rater, campaign_id, result.feedback) | {sent: submitted}
-            shown = load(rater, campaign_id, current)
+            if result.progress is None:  # a new consent text to accept, or no longer in the campaign: load says so
+                shown = load(rater, campaign_id, current)
+            else:
+                shown = shown_task(slots, show, rater, result.next_task, result.progress, current)
         saved = f"{SAVED} {shown.get(header.status) or 'Here is the next item.'}"
         return shown | {header.status: saved, sent: submitted}
 
@@ -183,8 +187,8 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         """Training mode: the calibration item stays on screen beside its expected answer until the rater goes on."""
         progress = service.progress(rater, campaign_id)
         going_on = f"{SAVED} Press *Next item* (N) to go on."
-        done = {task: None, key: "", submit: gr.Button(visible=False), header.status: going_on}
-        return done | {feedback: gr.Markdown(feedback_text(told), visible=True)} | header.show(progress, "judgment")
+        done = {task: None, key: "", submit: gr.update(visible=False), header.status: going_on}
+        return done | {feedback: gr.update(value=feedback_text(told), visible=True)} | header.show(progress, "judgment")
 
     submit_inputs = [task, campaign, *form]
     submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", **slots.events())

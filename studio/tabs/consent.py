@@ -19,14 +19,14 @@ class ConsentPanel:
 
     def ask(self, required: ConsentRequired) -> dict:
         return {
-            self.box: gr.Column(visible=True),
+            self.box: gr.update(visible=True),
             self.title: f"### Before your first item: consent (version {required.version})",
             self.text: required.text,
             self.version: required.version,
         }
 
     def hide(self) -> dict:
-        return {self.box: gr.Column(visible=False)}
+        return {self.box: gr.update(visible=False)}
 
     @property
     def outputs(self) -> list[gr.components.Component]:

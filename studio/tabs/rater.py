@@ -147,7 +147,7 @@ class RaterHeader:
         shown: dict = {self.progress: progress_line(progress, task) if progress else ""}
         if guidelines is not None:
             label = f"Guidelines (version {version}) · press G"
-            shown |= {self.accordion: gr.Accordion(label=label), self.guidelines: guidelines or "No guidelines yet."}
+            shown |= {self.accordion: gr.update(label=label), self.guidelines: guidelines or "No guidelines yet."}
         return shown
 
     @property
@@ -176,20 +176,28 @@ class TaskSlots:
 
     def nothing(self, message: str, progress: Progress | None = None) -> dict:
         """No task on screen, and why."""
-        hidden = {self.body: gr.Column(visible=False), self.submit: gr.Button(visible=False)}
+        hidden = {self.body: gr.update(visible=False), self.submit: gr.update(visible=False)}
         if self.feedback is not None:
-            hidden[self.feedback] = gr.Markdown(visible=False)
+            hidden[self.feedback] = gr.update(visible=False)
         shown = {self.state: None, self.status: message, self.key: "", **hidden, **self.consent.hide()}
         return shown | self.header.show(progress, self.kind)
 
-    def task(self, task: Any, rater_id: int, progress: Progress, guidelines: str, version: int) -> dict:
-        """The slots of a task now on screen (the tab adds its own fields)."""
+    def task(self, task: Any, rater_id: int, progress: Progress, current: Any) -> dict:
+        """The slots of a task now on screen (the tab adds its own fields). When ``current`` (the task it replaces)
+        was on screen, the task's panels are already shown: only what changed is sent, as each property update
+        costs the server a new component (and Gradio keeps a copy of an input one in the session)."""
         key = draft_key(rater_id, self.kind, task.assignment_id)
         # Time on task counts from the lease, so a reload of the page does not restart it.
         shown_at = time.monotonic() - seconds_since(task.leased_at)
-        shown = {self.state: (task, shown_at, key), self.status: "", self.key: key, **self.consent.hide()}
-        visible = {self.body: gr.Column(visible=True), self.submit: gr.Button(visible=True)}
-        return shown | visible | self.header.show(progress, self.kind, guidelines, version)
+        shown = {self.state: (task, shown_at, key), self.status: "", self.key: key}
+        if current is None:
+            shown |= {self.body: gr.update(visible=True), self.submit: gr.update(visible=True), **self.consent.hide()}
+            if self.feedback is not None:
+                shown[self.feedback] = gr.update(visible=False)
+        guidelines = (task.guidelines, task.guidelines_version)
+        if current is not None and (current[0].guidelines, current[0].guidelines_version) == guidelines:
+            return shown | self.header.show(progress, self.kind)
+        return shown | self.header.show(progress, self.kind, *guidelines)
 
 
 def seconds_since(moment: datetime) -> float:
@@ -221,7 +229,11 @@ def load_task(
         task = fetch(rater, campaign_id)
     except ConsentRequired as required:
         return slots.nothing("") | slots.consent.ask(required)
-    progress = service.progress(rater, campaign_id)
+    return shown_task(slots, show, rater, task, service.progress(rater, campaign_id), current)
+
+
+def shown_task(slots: TaskSlots, show: Callable, rater: int, task: Any, progress: Progress, current: Any) -> dict:
+    """A task fetched for a rater (None: nothing left) in place of ``current``, the one on screen (or None)."""
     if task is None:
         return slots.nothing(NOTHING_LEFT[slots.kind], progress)
     if current is not None and current[0].assignment_id == task.assignment_id:  # leave the form as it is

@@ -81,12 +81,12 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
     pastes = gr.Textbox(value="[]", visible="hidden", elem_id="write-pastes")
     slots = TaskSlots("demonstration", task, status, body, submit, key, header, consent)
 
-    def show(rater: int, prompt_task: PromptTask, progress: Progress, _current: Any) -> dict:
+    def show(rater: int, prompt_task: PromptTask, progress: Progress, current: Any) -> dict:
         has_draft = bool(prompt_task.draft)
-        drafting = {draft_box: gr.Accordion(visible=has_draft), use_draft: gr.Button(visible=has_draft)}
+        drafting = {draft_box: gr.update(visible=has_draft), use_draft: gr.update(visible=has_draft)}
         fields = {prompt: as_chat(prompt_task.messages), draft: prompt_task.draft or "", response: ""}
         fields |= {claims: BLANK_CLAIMS, pastes: "[]"}
-        shown = slots.task(prompt_task, rater, progress, prompt_task.guidelines, prompt_task.guidelines_version)
+        shown = slots.task(prompt_task, rater, progress, current)
         return shown | drafting | fields
 
     outputs = [task, status, body, submit, prompt, draft_box, draft, use_draft, response, claims, pastes, key]

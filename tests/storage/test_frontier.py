@@ -45,7 +45,8 @@ def _stored(engine, campaign_id):
 def test_the_frontier_follows_the_full_pairs_and_the_queue_still_finds_every_open_one(engine, monkeypatch):
     monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)  # searched again on every request
     campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=6, raters=3)
-    service = StudioService(engine, rng=random.Random(0))
+    # A submit leases the rater's next pair; leases that lapse at once keep the pairs' loads to their judgments.
+    service = StudioService(engine, lease_minutes=0, rng=random.Random(0))
     assert _judge(service, ann, campaign_id, 3) == pairs[:3]
     assert _judge(service, bob, campaign_id, 3) == pairs[:3]  # closest to k first: ann's pairs
     assert _judge(service, cat, campaign_id, 1) == [pairs[3]]

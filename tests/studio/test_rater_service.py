@@ -134,6 +134,7 @@ def test_progress_counts_the_raters_own_work_and_the_campaigns(engine):
     campaign_id, (rater, other) = seed(engine, pairs=3, calibration=1, k=2, rate=0.5)
     service = StudioService(engine, rng=random.Random(0))
     judge_all(service, rater, campaign_id)
+    service = StudioService(engine)  # each submit counted the campaign's figures, kept for COVERAGE_SECONDS
     before = service.progress(other, campaign_id)
     assert (before.judged_today, before.judged_total, before.calibration_answered) == (0, 0, 0)
     assert (before.judgments_collected, before.judgments_needed) == (3, 6)  # 3 regular pairs x k=2
@@ -231,3 +232,28 @@ def test_a_campaigns_figures_are_counted_again_after_a_while_and_the_raters_own_
     later = time.monotonic() + COVERAGE_SECONDS + 1
     monkeypatch.setattr("studio.service.time.monotonic", lambda: later)
     assert service.progress(rater, campaign_id).judgments_collected == 3
+
+
+def test_a_submit_leases_and_returns_the_next_pair_and_progress_in_the_same_call(engine):
+    campaign_id, (rater, _) = seed(engine, pairs=3)
+    service = StudioService(engine, rng=random.Random(0))
+    task = service.next_pair(rater, campaign_id)
+    result = service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=-1, **GOOD))
+    assert result.next_task is not None and result.next_task.pair_id != task.pair_id
+    assert service.next_pair(rater, campaign_id).assignment_id == result.next_task.assignment_id  # leased
+    assert (result.progress.judged_today, result.progress.judged_total) == (1, 1)
+    for _ in range(2):
+        result = service.submit_judgment(rater, result.next_task.assignment_id, JudgmentAnswer(choice=1, **GOOD))
+    assert result.next_task is None and result.progress.judged_total == 3  # nothing left: said with the progress
+
+
+def test_a_submit_after_the_consent_text_changed_is_stored_and_leases_nothing(engine):
+    campaign_id, (rater, _) = seed(engine, pairs=3)
+    service = StudioService(engine, rng=random.Random(0))
+    task = service.next_pair(rater, campaign_id)
+    configure(engine, campaign_id, consent_text="New terms.", consent_version=2)
+    result = service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=-1, **GOOD))
+    assert result.judgment_id and result.progress is None and result.next_task is None
+    assert snapshot(engine)[2] == [(task.assignment_id, False)]  # closed, and nothing new leased
+    with pytest.raises(ConsentRequired):
+        service.next_pair(rater, campaign_id)
