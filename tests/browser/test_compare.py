@@ -126,6 +126,10 @@ def test_a_rater_judges_ten_items_in_a_row_with_the_keyboard_only_and_no_scrolli
         assert_ready_on_top(page)
         expect(page.locator("#compare-choice input:checked")).to_have_count(0)
         intended[int(key.rsplit(":", 1)[1])] = (choice - 3, scores, confidence)
+    # What a submit does not resend stays as it was: the panels, the guidelines and their version.
+    expect(page.locator("#compare-progress")).to_contain_text("10 judged today")
+    expect(page.locator("#compare-guidelines")).to_contain_text("Guidelines (version 1)")
+    expect(page.locator("#compare-submit")).to_be_visible()
 
     mine = wait_for(lambda: (found := rows(studio["engine"], select(Judgment).where(Judgment.rater_id == rater)))
                     and len(found) == 10 and found, "kim's ten judgments")  # fmt: skip

@@ -75,4 +75,4 @@ def test_no_item_on_screen_hides_the_calibration_feedback_of_the_last_one():
         parts = (gr.State(None), header.status, gr.Column(), gr.Button(), gr.Textbox(), header, consent, feedback)
         slots = TaskSlots("judgment", *parts)
     shown = slots.nothing(NOTHING_LEFT["judgment"])
-    assert shown[feedback].visible is False and shown[header.status] == NOTHING_LEFT["judgment"]
+    assert shown[feedback]["visible"] is False and shown[header.status] == NOTHING_LEFT["judgment"]
