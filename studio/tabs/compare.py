@@ -151,7 +151,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
 
     outputs = [task, header.status, body, submit, prompt, left, right, *form, count, minimum, key, feedback]
     outputs += [*header.outputs, *consent.outputs]
-    load = wire_loading(
+    load, loads = wire_loading(
         service,
         slots,
         fetch=service.next_pair,
@@ -192,7 +192,8 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
 
     submit_inputs = [task, campaign, *form]
     submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", **slots.events())
-    restored = keep_drafts(key, sent, form)
-    restored.then(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)
+    restored, *reloaded = keep_drafts(key, sent, form, loads)
+    for event in (restored, *reloaded):
+        event.then(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)
     restored.then(None, js="() => window.concord.ready('compare')")
     reasoning.input(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)

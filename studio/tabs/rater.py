@@ -99,14 +99,19 @@ def refused_submit() -> Iterator[None]:
         raise gr.Error(str(Unavailable()), duration=None, title="Not submitted") from error
 
 
-def keep_drafts(key: gr.Textbox, sent: gr.Textbox, fields: list[gr.components.Component]) -> Any:
-    """Save ``fields`` in the browser on every input, restore them when ``key`` names an item, clear a sent one.
+def keep_drafts(
+    key: gr.Textbox, sent: gr.Textbox, fields: list[gr.components.Component], loads: Sequence[Any]
+) -> list[Any]:
+    """Save ``fields`` in the browser on every input, restore them when ``key`` names an item and after each of
+    ``loads`` (a second load of the item on screen, such as two arriving together as the page opens, resets the form
+    without changing the key), clear a sent one.
 
-    Returns the restore event, for what should follow it."""
+    Returns the restore events, the one on a new item first, for what should follow them."""
     for field in fields:
         field.input(None, inputs=[key, *fields], js=SAVE_JS)
     sent.change(None, inputs=sent, js=CLEAR_JS)
-    return key.change(None, inputs=[key, *fields], outputs=fields, js=RESTORE_JS)
+    restore = {"inputs": [key, *fields], "outputs": fields, "js": RESTORE_JS}
+    return [key.change(None, **restore), *(loaded.then(None, **restore) for loaded in loads)]
 
 
 def progress_line(progress: Progress, task: str) -> str:
@@ -251,12 +256,13 @@ def wire_loading(
     outputs: list[gr.components.Component],
     noun: str,
     on_campaign_change: bool,
-) -> Callable[[int, int | None, Any], dict]:
+) -> tuple[Callable[[int, int | None, Any], dict], list[Any]]:
     """Next, the tab's selection, consent and (if asked) a campaign change all load the tab's task (``load_task``).
 
     A tab that leases on a campaign change holds an item the moment the studio opens; Write leases only when opened,
-    so a rater who only compares holds no prompt. Returns ``load(rater_id, campaign_id, current)`` for the submit.
-    ``show(rater_id, task, progress, current)`` fills in the task; ``current`` is what was on screen (or None).
+    so a rater who only compares holds no prompt. Returns ``load(rater_id, campaign_id, current)`` for the submit,
+    and the loading events (for ``keep_drafts``). ``show(rater_id, task, progress, current)`` fills in the task;
+    ``current`` is what was on screen (or None).
     """
     (campaign, tab), next_button = controls, slots.header.next_button
     load = partial(load_task, service, slots, fetch, show)
@@ -278,12 +284,19 @@ def wire_loading(
             return slots.nothing(f"Press *Next {noun}* (N) to start.")
         return on_next(campaign_id, current, request, profile)
 
+    def on_tab(campaign_id, current, request: gr.Request, profile: gr.OAuthProfile | None):
+        # Gradio selects the first tab as the page opens, before the page's load has picked a campaign: there is
+        # nothing to say yet, and an answer arriving after the campaign's item would hide it.
+        if campaign_id is None:
+            return gr.skip()
+        return on_next(campaign_id, current, request, profile)
+
     inputs, events = [campaign, slots.state], slots.events()
-    next_button.click(on_next, inputs=inputs, outputs=outputs, api_name=f"next_{noun}", **events)
-    tab.select(on_next, inputs=inputs, outputs=outputs, api_visibility="private", **events)
-    campaign.change(on_campaign, inputs=inputs, outputs=outputs, api_visibility="private", **events)
-    accept_inputs = [campaign, slots.consent.version, slots.state]
-    slots.consent.accept.click(
-        on_accept, inputs=accept_inputs, outputs=outputs, api_name=f"accept_consent_{noun}", **events
-    )
-    return load
+    loads = [
+        next_button.click(on_next, inputs=inputs, outputs=outputs, api_name=f"next_{noun}", **events),
+        tab.select(on_tab, inputs=inputs, outputs=outputs, api_visibility="private", **events),
+        campaign.change(on_campaign, inputs=inputs, outputs=outputs, api_visibility="private", **events),
+        slots.consent.accept.click(on_accept, inputs=[campaign, slots.consent.version, slots.state], outputs=outputs,
+                                   api_name=f"accept_consent_{noun}", **events),  # fmt: skip
+    ]
+    return load, loads

@@ -91,7 +91,7 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
 
     outputs = [task, status, body, submit, prompt, draft_box, draft, use_draft, response, claims, pastes, key]
     outputs += [*header.outputs, *consent.outputs]
-    load = wire_loading(
+    load, loads = wire_loading(
         service,
         slots,
         fetch=service.next_prompt,
@@ -134,4 +134,4 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
         api_name="submit_demonstration",
         **slots.events(),
     )
-    keep_drafts(key, sent, fields)
+    keep_drafts(key, sent, fields, loads)
