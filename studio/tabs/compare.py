@@ -188,7 +188,8 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         progress = service.progress(rater, campaign_id)
         going_on = f"{SAVED} Press *Next item* (N) to go on."
         done = {task: None, key: "", submit: gr.update(visible=False), header.status: going_on}
-        return done | {feedback: gr.update(value=feedback_text(told), visible=True)} | header.show(progress, "judgment")
+        told_panel = {feedback: gr.update(value=feedback_text(told), visible=True)}
+        return done | told_panel | header.show(progress, "judgment")
 
     submit_inputs = [task, campaign, *form]
     submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", **slots.events())
