@@ -35,7 +35,6 @@ from sqlmodel import Session, col, select
 from storage.models import (
     Adjudication,
     CalibrationItem,
-    Campaign,
     Judgment,
     Pair,
     PairScore,
@@ -123,18 +122,18 @@ def _disputed(consensus: Any, scores: Any) -> Any:
     return func.coalesce(consensus.c.mean_preference * scores.c.margin, 0) > 0
 
 
-def ranked(base: Select, *, campaign: Campaign) -> tuple[Select, list, list]:
+def ranked(base: Select, *, campaign_id: int, queue_order: QueueOrder) -> tuple[Select, list, list]:
     """``base`` (the open-pair query selecting ``Pair.id``) with the latest scores joined, and the ORDER BY terms that
-    go before and after the queue's load ordering for ``campaign.queue_order``. For fifo there are none; while no
-    run has scored the campaign every pair is unscored and the terms tie, so the queue is fifo then too."""
-    if campaign.queue_order == QueueOrder.fifo:
+    go before and after the queue's load ordering for the campaign's ``queue_order``. For fifo there are none; while
+    no run has scored the campaign every pair is unscored and the terms tie, so the queue is fifo then too."""
+    if queue_order == QueueOrder.fifo:
         return base, [], []
-    scores = scores_of(latest_run_id(campaign.id))
+    scores = scores_of(latest_run_id(campaign_id))
     base = base.outerjoin(scores, scores.c.pair_id == Pair.id)
     after = [scores.c.pair_id.is_(None), scores.c.confidence]
-    if campaign.queue_order != QueueOrder.disagreement:
+    if queue_order != QueueOrder.disagreement:
         return base, [], after
-    consensus = consensus_of(campaign.id)
+    consensus = consensus_of(campaign_id)
     base = base.outerjoin(consensus, consensus.c.pair_id == Pair.id)
     disputed = _disputed(consensus, scores)
     return base, [case((disputed, 0), else_=1), case((disputed, -scores.c.confidence), else_=0)], after

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
@@ -11,31 +13,37 @@ _LIVE = ~exists().where(ImportJob.campaign_id == Campaign.id)
 """Not an import's staging campaign (storage.staging): those are hidden from everyone until the import is done."""
 
 
+def _staging(campaign_id: int) -> Any:
+    return exists().where(ImportJob.campaign_id == campaign_id)
+
+
+def _raters(campaign_id: int) -> Any:
+    return exists().where(CampaignMember.campaign_id == campaign_id, CampaignMember.role == Role.rater)
+
+
+def _member(campaign_id: int, user_id: int, role: Role) -> Any:
+    return exists().where(
+        CampaignMember.campaign_id == campaign_id, CampaignMember.user_id == user_id, CampaignMember.role == role
+    )
+
+
 def is_staging(*, session: Session, campaign_id: int) -> bool:
-    return session.exec(select(ImportJob.id).where(ImportJob.campaign_id == campaign_id)).first() is not None
+    return bool(session.exec(select(_staging(campaign_id))).one())
 
 
 def has_rater_members(*, session: Session, campaign_id: int) -> bool:
-    query = select(CampaignMember.id).where(
-        CampaignMember.campaign_id == campaign_id, CampaignMember.role == Role.rater
-    )
-    return session.exec(query.limit(1)).first() is not None
+    return bool(session.exec(select(_raters(campaign_id))).one())
 
 
 def is_member(*, session: Session, campaign_id: int, user_id: int, role: Role) -> bool:
-    query = select(CampaignMember.id).where(
-        CampaignMember.campaign_id == campaign_id, CampaignMember.user_id == user_id, CampaignMember.role == role
-    )
-    return session.exec(query).first() is not None
+    return bool(session.exec(select(_member(campaign_id, user_id, role))).one())
 
 
 def may_rate(*, session: Session, user: User, campaign_id: int) -> bool:
-    """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned)."""
-    if is_staging(session=session, campaign_id=campaign_id):
-        return False
-    if is_member(session=session, campaign_id=campaign_id, user_id=user.id, role=Role.rater):
-        return True
-    return not has_rater_members(session=session, campaign_id=campaign_id)
+    """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned). One query: it runs
+    on every submit."""
+    assigned = _member(campaign_id, user.id, Role.rater)
+    return bool(session.exec(select(~_staging(campaign_id) & (assigned | ~_raters(campaign_id)))).one())
 
 
 def may_lead(*, session: Session, user: User, campaign_id: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import Row, delete, update
 from sqlmodel import Session, col, select
 
 from storage.models import LoginFailure, LoginSession, User
@@ -35,10 +35,11 @@ def open_session(
     return row
 
 
-def session_user(*, session: Session, token_hash: str, now: datetime) -> User | None:
-    """The active account a session token belongs to, or None: unknown, expired or revoked."""
+def session_user(*, session: Session, token_hash: str, now: datetime) -> Row | None:
+    """(``id``, ``username``) of the active account a session token belongs to, or None: unknown, expired or revoked.
+    Columns, not the account: every request asks it, and loading a whole User cost more than the query."""
     query = (
-        select(User)
+        select(User.id, User.username)
         .join(LoginSession, col(LoginSession.user_id) == User.id)
         .where(
             LoginSession.token_hash == token_hash,
