@@ -192,7 +192,11 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         return done | told_panel | header.show(progress, "judgment")
 
     submit_inputs = [task, campaign, *form]
-    submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", **slots.events())
+    # Every output is sent as the browser shows it (text, numbers, choices), so Gradio's postprocess (one hand-off
+    # to a worker thread per output, about 30 a submit) is left out.
+    submit.click(
+        on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", postprocess=False, **slots.events()
+    )
     restored, *reloaded = keep_drafts(key, sent, form, loads)
     for event in (restored, *reloaded):
         event.then(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)

@@ -291,12 +291,12 @@ def wire_loading(
             return gr.skip()
         return on_next(campaign_id, current, request, profile)
 
-    inputs, events = [campaign, slots.state], slots.events()
+    inputs, events = [campaign, slots.state], {"outputs": outputs, **slots.events()}
+    accept_inputs = [campaign, slots.consent.version, slots.state]
     loads = [
-        next_button.click(on_next, inputs=inputs, outputs=outputs, api_name=f"next_{noun}", **events),
-        tab.select(on_tab, inputs=inputs, outputs=outputs, api_visibility="private", **events),
-        campaign.change(on_campaign, inputs=inputs, outputs=outputs, api_visibility="private", **events),
-        slots.consent.accept.click(on_accept, inputs=[campaign, slots.consent.version, slots.state], outputs=outputs,
-                                   api_name=f"accept_consent_{noun}", **events),  # fmt: skip
+        next_button.click(on_next, inputs=inputs, api_name=f"next_{noun}", **events),
+        tab.select(on_tab, inputs=inputs, api_visibility="private", **events),
+        campaign.change(on_campaign, inputs=inputs, api_visibility="private", **events),
+        slots.consent.accept.click(on_accept, inputs=accept_inputs, api_name=f"accept_consent_{noun}", **events),
     ]
     return load, loads
