@@ -362,3 +362,30 @@ def test_an_export_downloads_only_through_its_permission_checked_route(studio, c
                 assert MARK in zipped.read("README.md").decode()  # the card names campaign X
         else:
             assert MARK not in answer.text
+
+
+def test_a_rater_tabs_selection_before_a_campaign_is_picked_changes_nothing(studio, config):
+    """Gradio selects the first tab as the page opens, before the page's load has picked a campaign. Its answer
+    ("Pick a campaign above.", the item hidden and forgotten) could arrive after the campaign's item and hide it."""
+    kinds = {c["id"]: c for c in config["components"]}
+    selects = [dep for dep in config["dependencies"] if dep["backend_fn"] and any(
+        event == "select" and kinds.get(target, {}).get("props", {}).get("id") in ("compare", "write")
+        for target, event in dep["targets"])]  # fmt: skip
+    assert len(selects) == 2
+    for dep in selects:
+        answer = call(studio, studio.cookies["ada"], dep["id"], [None, None], {"value": "Compare", "index": 0},
+                      dep["targets"][0][0])  # fmt: skip
+        assert answer.success, answer.text
+        assert all(map(unchanged, answer.output["data"])), answer.text
+
+
+def unchanged(value) -> bool:
+    """An output left as it is: a state's None, or an update that sets nothing (HTML nests it under ``props``)."""
+    if value is None:
+        return True
+    return (
+        isinstance(value, dict)
+        and value.get("__type__") == "update"
+        and set(value) <= {"__type__", "props"}
+        and set(value.get("props", {})) <= {"__type__"}
+    )
