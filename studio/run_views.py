@@ -162,14 +162,20 @@ class RunViewService(Service):
             raise LookupError(f"This campaign has no training run called {name!r}.")
         return run, start, jobs, stopped
 
-    def run_view(self, actor_id: int, campaign_id: int, run_name: str) -> RunView:
-        """The live view of one of the campaign's runs: state, progress and ETA, curves, readiness, metrics,
-        evaluations, samples, the log's tail and the jobs started on it."""
-        reap()
+    def _read_run(self, actor_id: int, campaign_id: int, run_name: str) -> tuple:
         with Session(self.engine) as session:
             run, start, jobs, stopped = self._run_of(session, actor_id, campaign_id, run_name)
             if run is not None:
                 session.expunge(run)
+        return run, start, jobs, stopped
+
+    def run_view(self, actor_id: int, campaign_id: int, run_name: str) -> RunView:
+        """The live view of one of the campaign's runs: state, progress and ETA, curves, readiness, metrics,
+        evaluations, samples, the log's tail and the jobs started on it."""
+        reap()
+        run, start, jobs, stopped = self._read_run(actor_id, campaign_id, run_name)
+        if run is None and not alive(start):  # it may have recorded its run and ended since the read: read again
+            run, start, jobs, stopped = self._read_run(actor_id, campaign_id, run_name)
         if run is None:  # started, not recorded yet: its event is all there is
             state, message = _job_state(start, stopped)
             run = TrainingRun(name=start["run_name"], method=start.get("method", ""), output_path=start["run_dir"],

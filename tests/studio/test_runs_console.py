@@ -13,6 +13,7 @@ from gradio_client import handle_file
 from sqlmodel import Session, select
 
 import launch
+import studio.run_views
 import studio.runs
 from storage.db import write_session
 from storage.export import export_campaign
@@ -361,3 +362,20 @@ def test_use_as_generator_fills_the_generate_tab(lead_studio, tmp_path, monkeypa
         lead_studio["campaign"], "policy", api_name="/lead_run_generator"
     )
     assert (specs, said) == ("policy=run:policy", "")  # and the Generate tab opens (the client does not see tabs)
+
+
+def test_a_run_that_records_itself_and_ends_between_two_looks_reads_as_finished(world, monkeypatch):
+    """The view read no row, then found the process gone: it had recorded its run and finished in between. Seen under
+    CI's load as a finished run shown as failed ("the process ended before its run was recorded")."""
+    leads, ids, modes = world
+    start(leads, ids, modes, "rm-race")
+    alive = studio.run_views.alive
+
+    def gone_once_it_ends(details: dict) -> bool:
+        while alive(details):
+            time.sleep(0.05)
+        return False
+
+    monkeypatch.setattr(studio.run_views, "alive", gone_once_it_ends)
+    view = leads.run_view(ids["lead"], ids["runs"], "rm-race")
+    assert (view.state, view.message) == ("finished", "")
