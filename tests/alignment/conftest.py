@@ -79,8 +79,10 @@ def tiny_causal_lm(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
-    """A 2-layer BERT (hidden 32) whose tokenizer, like all-MiniLM's, has SEP but no EOS and no chat template."""
+    """A 2-layer BERT (hidden 32) whose tokenizer, like all-MiniLM's, has SEP but no EOS and no chat template. Its
+    weights are seeded: a fresh draw each run made the toy reward recipe's loss thresholds flaky."""
     folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
     tokenizer = _tokenizer(sep_token="[SEP]")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
