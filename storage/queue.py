@@ -57,7 +57,7 @@ less Python than building it anew, which was about half of the queue's work on a
 
 
 def _queue_values(user: User, now: datetime, k: int, first: int = 0) -> dict[str, Any]:
-    return {"rater": user.id, "domains": list(user.domains or []), "now": now, "k": k, "first": first, "full": []}
+    return {"rater": user.id, "domains": list(user.domains or []), "now": now, "k": k, "first": first}
 
 
 def _domain_allowed() -> Any:
@@ -106,12 +106,13 @@ class OpenItemQueries:
 def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder) -> OpenItemQueries:
     """Built once per campaign, task and queue order (storage.active.ranked); every value is bound at the call."""
     if task == TaskKind.judgment:
-        model, first = Pair, Pair.id >= FIRST  # every regular pair below ``first`` is full (storage.frontier)
+        model = Pair
         seen = union(select(Judgment.pair_id).where(Judgment.rater_id == RATER), _held(Assignment.pair_id))
         base = (
             select(Pair.id)
             .join(Prompt, col(Prompt.id) == Pair.prompt_id)
-            .where(Pair.campaign_id == campaign_id, first, _domain_allowed(), col(Pair.id).not_in(seen))
+            # every regular pair below ``first`` is full (storage.frontier)
+            .where(Pair.campaign_id == campaign_id, Pair.id >= FIRST, _domain_allowed(), col(Pair.id).not_in(seen))
             .where(~exists().where(CalibrationItem.pair_id == Pair.id))
         )
         base, before, after = active.ranked(base, campaign_id=campaign_id, queue_order=queue_order)
