@@ -1,6 +1,6 @@
 """Does Concord's quality control make a better reward model? Three measurements on the real HH-RLHF helpful pairs.
 
-    python benchmarks/quality_proof.py            # all three, full size (over an hour on 2 busy cores)
+    python benchmarks/quality_proof.py            # all three, full size (about 15 minutes on 2 idle cores)
     python benchmarks/quality_proof.py --quick    # a smoke run: tiny sizes, a few steps (about a minute)
 
 Every reward model is the MiniLM reward recipe (recipes/smollm2-135m/reward.yaml) run by ``alignment.runner.train``
@@ -61,9 +61,8 @@ HH = ROOT.parent / "shared" / "data" / "hh-rlhf"
 HELPFUL = ("helpful-online", "helpful-rejection-sampled")
 RECIPE = ROOT / "recipes" / "smollm2-135m" / "reward.yaml"
 PLOT = ROOT / "docs" / "images" / "quality_proof.png"
-HELDOUT_FRACTION = 0.3  # of the prompts: about 1,150 pairs for the paired tests (0.15 gave 578, too few to
-# tell 4 points apart: p 0.09), leaving about 2,690 training pairs: 2,380 single judgments that are not ties, room
-# for 2,000 mediocre pairs against 200 excellent ones
+HELDOUT_FRACTION = 0.3  # of the prompts: about 1,150 pairs for the paired tests (0.15 gave 578: too few to tell
+# 4 points apart). The 2,690 pairs left keep about 2,380 single judgments that are not ties: room for 2,000 mediocre
 MIXED_POOL = {"careful": 24, "random": 4, "position": 4, "length": 4, "tie_lazy": 4}  # rater_pool.py's full pool
 EXPERT_RIGHT = 0.97  # the ladder's experts: right this often, else wrong (no ties)
 FULL = {"pool_pairs": 1200, "excellent": (100, 200), "mediocre": (200, 2000), "alphas": (0.3, 0.5, 0.7, 0.9),
