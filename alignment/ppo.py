@@ -157,5 +157,6 @@ def main(
         summary["resumed_from"] = Path(args.resume_from_checkpoint).name
     if accelerator.is_main_process:
         (run.output / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training: the runner ends the process group, on every process together
+        tracker.finish()
     return summary

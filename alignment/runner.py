@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import importlib
 import logging
 from collections.abc import Callable
@@ -58,6 +59,18 @@ def _on_main(training_args, work: Callable[[], tuple[Any, Any]]) -> tuple[Any, A
     if status == "error":
         raise RuntimeError(f"the main process failed: {summary}")
     return summary, local
+
+
+def _leave_group(training_args) -> None:
+    """End an accelerate launch's process group on every process together. The trainer's DDP wrapper holds the group:
+    freed while a process's peers had already exited, its gloo workers waited on them for ever (or aborted)."""
+    if training_args.world_size == 1:
+        return
+    import torch.distributed
+
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _run_data(data_args: DataArguments, *, engine: Engine, run_dir: Path, resume: bool) -> RunData:
@@ -160,6 +173,7 @@ def train(
         if main:
             fail_run(engine, summary["run_id"], error)
         raise
+    _leave_group(training_args)
     if not main:
         return None
     finished = finish_run(engine, summary["run_id"], metrics)
