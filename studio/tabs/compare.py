@@ -167,8 +167,9 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         if current is None:
             raise gr.Error("There is no item on screen: press Next item.")
         (pair_task, shown_at, submitted), (*score_values, text, conf) = current, rest
-        criteria = {name: int(v) if v else None for name, v in zip(pair_task.rubric, score_values, strict=False)}
-        answer = JudgmentAnswer(choice, bad, criteria, text or "", conf, time.monotonic() - shown_at)
+        # Values as the browser sent them (no preprocess): the service's check names any that is out of range.
+        criteria = {name: v or None for name, v in zip(pair_task.rubric, score_values, strict=False)}
+        answer = JudgmentAnswer(choice, bad, criteria, str(text or ""), conf, time.monotonic() - shown_at)
         with shown_to_user():
             rater = current_user(service, request, profile)
         with refused_submit():
@@ -192,11 +193,10 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         return done | told_panel | header.show(progress, "judgment")
 
     submit_inputs = [task, campaign, *form]
-    # Every output is sent as the browser shows it (text, numbers, choices), so Gradio's postprocess (one hand-off
-    # to a worker thread per output, about 30 a submit) is left out.
-    submit.click(
-        on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", postprocess=False, **slots.events()
-    )
+    # Inputs arrive and outputs leave as the browser has them (text, numbers, choices), so Gradio's preprocess and
+    # postprocess (one hand-off to a worker thread per input and per output, about 45 a submit) are left out.
+    submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", preprocess=False,
+                 postprocess=False, **slots.events())  # fmt: skip
     restored, *reloaded = keep_drafts(key, sent, form, loads)
     for event in (restored, *reloaded):
         event.then(None, inputs=[reasoning, minimum], outputs=count, js=COUNT_JS)

@@ -80,6 +80,27 @@ def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_
     assert (consent.user_id, consent.version) == (ada.id, 1)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (("left", False, *CRITERIA, REASONING, 4), "Choose a preference from -2 to 2 \\(got 'left'\\)"),
+        ((-1, "yes", *CRITERIA, REASONING, 4), "'Both bad' must be yes or no \\(got 'yes'\\)"),
+        ((-1, False, "x", *CRITERIA[1:], REASONING, 4), "Score 'helpfulness' from 1 to 5 \\(got 'x'\\)"),
+        ((-1, False, *CRITERIA, REASONING, 9), "Confidence must be 1 to 5 \\(got 9\\)"),
+    ],
+)
+def test_a_submit_with_malformed_values_names_the_field_and_stores_nothing(studio, sqlite_engine, values, message):
+    """The submit takes the values as sent (no Gradio preprocess): the service's own check answers for each field."""
+    rater, campaign = log_in(studio)
+    rater.predict(campaign, api_name="/next_pair")
+    rater.predict(campaign, api_name="/accept_consent_pair")
+    with pytest.raises(Exception, match=message):
+        rater.predict(campaign, *values, api_name="/submit_judgment")
+    with Session(sqlite_engine) as session:
+        assert session.exec(select(Judgment)).all() == []
+    rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")  # the item is still held
+
+
 @pytest.mark.parametrize("mode", ["training", "audit"])
 def test_a_calibration_answer_is_never_sent_before_the_submit(studio, sqlite_engine, mode):
     demo_campaign(sqlite_engine, calibration_rate=1.0, calibration_mode=mode, consent_text="")
