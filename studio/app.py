@@ -18,6 +18,7 @@ import gradio as gr
 
 from storage.db import data_dir
 from studio import server
+from studio.blocks import Blocks
 from studio.leads import LeadService
 from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
@@ -47,7 +48,7 @@ def build_app(service: StudioService, *, exports_dir: Path, concurrency: int = D
     """The studio, queued: rater tabs for everyone, Lead and Users tabs shown by role; the user is the one the login
     resolved (``studio.login.current_user``). Exports made in the studio are written under ``exports_dir``."""
     leads = LeadService(service.engine, login=service.login)
-    with gr.Blocks(title="Concord") as app:
+    with Blocks(title="Concord") as app:
         with gr.Row(equal_height=True, elem_id="concord-header"):
             gr.Markdown("## Concord", scale=1)
             whoami = gr.Markdown(elem_id="concord-user", scale=2)
