@@ -1,4 +1,4 @@
-"""Load and fault suites: the studio as a real server on 127.0.0.1, judged by a crowd of raters through gradio_client.
+"""Load and fault suites: the studio as a real server on 127.0.0.1, judged by a crowd of raters as browsers do.
 
     python benchmarks/load.py            # SQLite and PostgreSQL; 50, 100 and 200 raters for 60 s each; the faults
     python benchmarks/load.py --quick    # SQLite and PostgreSQL; 20 raters for 15 s; the faults reduced (~2 min)
@@ -7,13 +7,15 @@
 
 Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
 127.0.0.1:5432) holding the 1,135 distinct HH-RLHF helpful-online pairs (overlap k 3, no consent text, no
-calibration) and one account per rater. Every rater is a thread with its own gradio_client Client: it logs in
-(password, as a browser would), asks for its campaign and its first pair, then submits judgment after judgment as
-the browser does (one call: the submit returns the next item), closed-loop with no think time, until the time is up
-or nothing is left. Raters arrive evenly over the first 15 s (a quarter of a short run); one that fails waits 0.5 s,
-then twice as long each time (at most 8 s), and logs in again. A request waits up to 60 s for its answer, as a
-browser would (gradio_client's own 5 s limit made every rater of a 200-rater storm give up and come back, so the
-server did each login's work several times over); how long a rater waited from arriving to its first item is
+calibration) and one account per rater. Every rater is a page of its own (``Page``: its own HTTP connection,
+cookie and Gradio session, all raters in one asyncio loop) speaking Gradio's queue protocol as the studio's page
+does: it logs in (password, as a browser would), loads the app's config, asks for its campaign and its first pair,
+then submits judgment after judgment as the browser does (one call: the submit returns the next item), closed-loop
+with no think time, until the time is up or nothing is left. (Through gradio_client each call cost the client about
+85 ms of CPU, a new connection per request: its 50 threads took 1.5 of the 2 cores and the clients, not the server,
+set the pace; a ``Page`` costs about 6 ms.) Raters arrive evenly over the first 15 s (a quarter of a short run); one
+that fails waits 0.5 s, then twice as long each time (at most 8 s), and logs in again on a new connection. A request
+waits up to 60 s for its answer, as a browser would; how long a rater waited from arriving to its first item is
 reported. Every submit carries a reasoning text unique to it; a submit is acknowledged when the answer says it was
 saved.
 
@@ -23,7 +25,7 @@ judged by more than k raters, no rater judging a pair twice. Server CPU (utime +
 are reported.
 
 Faults, each checked the same way:
-- ``sigkill``: the server is SIGKILLed mid-load and started again on the same port; raters retry (a new Client)
+- ``sigkill``: the server is SIGKILLed mid-load and started again on the same port; raters retry (a new connection)
   until it is back and go on with the pair they held.
 - ``pg_restart`` (PostgreSQL): every connection of the database is terminated mid-load (pg_terminate_backend, what a
   restart does to the server's pool); raters must see no stack trace or SQL text, and the server must go on.
@@ -38,6 +40,7 @@ The last line printed is one JSON object; a section is appended to docs/benchmar
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import os
@@ -48,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,7 +59,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from gradio_client import Client  # noqa: E402
 from sqlalchemy import create_engine, func, text  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
@@ -165,42 +168,90 @@ class Server:
         return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
 
 
-class Rater(threading.Thread):
+class AppError(Exception):
+    """An event the server answered with an error (the message a rater reads)."""
+
+
+class Page:
+    """One rater's page as the browser holds it: a login cookie, the app's config, a session hash, and Gradio's
+    queue protocol (POST queue/join, then the event's messages from the queue/data stream). gradio_client speaks
+    the same protocol, but with a new HTTP connection for each request and threads of its own: about 85 ms of
+    client CPU per submit, so on this 2-core machine its 50 raters, not the server, set the pace."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http, self.session_hash = http, uuid.uuid4().hex
+
+    async def open(self, username: str) -> None:
+        answer = await self.http.post("/login", data={"username": username, "password": PASSWORD})
+        if answer.status_code != 200:
+            raise AppError(f"login refused ({answer.status_code}): {answer.text[:200]}")
+        config = (await self.http.get("/config")).raise_for_status().json()
+        self.prefix = config.get("api_prefix", "/gradio_api")
+        self.states = {c["id"] for c in config["components"] if c.get("type") == "state"}
+        self.endpoints = {d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
+
+    async def call(self, api_name: str, *values) -> list:
+        """The event's outputs, states left out (as gradio_client returns them)."""
+        dependency, given = self.endpoints[api_name], iter(values)
+        data = [None if i in self.states else next(given) for i in dependency["inputs"]]
+        body = {"data": data, "fn_index": dependency["id"], "session_hash": self.session_hash, "event_data": None,
+                "trigger_id": None}  # fmt: skip
+        event_id = (await self.http.post(f"{self.prefix}/queue/join", json=body)).raise_for_status().json()["event_id"]
+        params = {"session_hash": self.session_hash}
+        async with self.http.stream("GET", f"{self.prefix}/queue/data", params=params) as stream:
+            stream.raise_for_status()
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "close_stream":
+                    break
+                if message.get("event_id") != event_id or message.get("msg") != "process_completed":
+                    continue
+                if not message.get("success"):
+                    raise AppError((message.get("output") or {}).get("error") or "the event failed")
+                outputs = zip(dependency["outputs"], message["output"]["data"], strict=True)
+                return [value for i, value in outputs if i not in self.states]
+        raise ConnectionError("the queue's stream closed before the event completed")
+
+
+class Rater:
     """One rater: log in, open the campaign, then submit until ``stop`` is set or nothing is left."""
 
-    def __init__(self, name: str, server: Server, stop: threading.Event, start_after: float = 0.0) -> None:
-        super().__init__(daemon=True)
-        self.name_, self.server, self.stop, self.start_after = name, server, stop, start_after
+    def __init__(self, name: str, server: Server, start_after: float = 0.0) -> None:
+        self.name, self.server, self.start_after = name, server, start_after
         self.acked: list[str] = []
         self.latencies: list[float] = []
         self.waited_to_start: float | None = None  # seconds from arriving to the first item on screen
         self.errors: list[str] = []
         self.done = False
 
-    def connect(self) -> tuple[Client, int]:
-        client = Client(self.server.address, auth=(self.name_, PASSWORD), verbose=False,
-                        httpx_kwargs={"timeout": httpx.Timeout(REQUEST_TIMEOUT_S)})  # fmt: skip
-        _, dropdown = client.predict(api_name="/campaigns")
+    async def connect(self, http: httpx.AsyncClient) -> tuple[Page, int]:
+        page = Page(http)
+        await page.open(self.name)
+        _, dropdown = (await page.call("campaigns"))[:2]
         campaign = next(value for label, value in dropdown["choices"] if label == CAMPAIGN)
-        shown = client.predict(campaign, api_name="/next_pair")
+        shown = await page.call("next_pair", campaign)
         self.done = "Nothing left" in json.dumps(shown)
-        return client, campaign
+        return page, campaign
 
-    def run(self) -> None:
-        client, backoff = None, 0.5
-        self.stop.wait(self.start_after)
+    async def run(self, stop: threading.Event) -> None:
+        http, page, backoff = None, None, 0.5
+        await _sleep(stop, self.start_after)
         arrived = time.perf_counter()
-        while not self.stop.is_set() and not self.done:
+        while not stop.is_set() and not self.done:
             try:
-                if client is None:
-                    client, campaign = self.connect()
+                if page is None:
+                    # A new connection each time, as a browser reloading the page after an error.
+                    http = httpx.AsyncClient(base_url=self.server.address, timeout=REQUEST_TIMEOUT_S)
+                    page, campaign = await self.connect(http)
                     if self.waited_to_start is None:
                         self.waited_to_start = time.perf_counter() - arrived
                     backoff = 0.5
                     continue
-                reasoning = f"{self.name_}-{len(self.acked)}-{time.monotonic_ns()}: the left answer is clearer."
+                reasoning = f"{self.name}-{len(self.acked)}-{time.monotonic_ns()}: the left answer is clearer."
                 began = time.perf_counter()
-                shown = client.predict(campaign, -1, False, *CRITERIA, reasoning, 4, api_name="/submit_judgment")
+                shown = await page.call("submit_judgment", campaign, -1, False, *CRITERIA, reasoning, 4)
                 self.latencies.append(time.perf_counter() - began)
                 status = json.dumps(shown[0])
                 if "Saved" in status:
@@ -208,9 +259,20 @@ class Rater(threading.Thread):
                 self.done = "Nothing left" in status
             except Exception as error:  # noqa: BLE001 - a rater keeps going, as a person retries
                 self.errors.append(f"{type(error).__name__}: {error}"[:300])
-                client = None
-                self.stop.wait(backoff)  # as a person would, waiting longer each time it fails
+                if http is not None:
+                    await http.aclose()
+                http, page = None, None
+                await _sleep(stop, backoff)  # as a person would, waiting longer each time it fails
                 backoff = min(2 * backoff, 8.0)
+        if http is not None:
+            await http.aclose()
+
+
+async def _sleep(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, less if ``stop`` is set meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.2))
 
 
 def check(url: str, acked: list[str], k: int = K) -> dict:
@@ -240,10 +302,14 @@ def crowd(server: Server, names: list[str], seconds: float, fault=None, rss: lis
     ``every`` seconds); the raters, the wall time and server CPU used."""
     stop = threading.Event()
     ramp = min(RAMP_S, seconds / 4)  # raters arrive over the first seconds, not all in one instant
-    raters = [Rater(name, server, stop, start_after=ramp * n / len(names)) for n, name in enumerate(names)]
+    raters = [Rater(name, server, start_after=ramp * n / len(names)) for n, name in enumerate(names)]
+
+    async def everyone() -> None:
+        await asyncio.gather(*(rater.run(stop) for rater in raters))
+
     cpu, began = server.cpu_seconds(), time.monotonic()
-    for rater in raters:
-        rater.start()
+    crowd_thread = threading.Thread(target=asyncio.run, args=(everyone(),), daemon=True)
+    crowd_thread.start()
     if fault is not None:
         time.sleep(seconds / 2)
         fault(server)
@@ -254,8 +320,7 @@ def crowd(server: Server, names: list[str], seconds: float, fault=None, rss: lis
             rss.append(round(server.rss_mib(), 1))
     used = None if cpu is None else server.cpu_seconds() - cpu
     stop.set()
-    for rater in raters:
-        rater.join(timeout=60)
+    crowd_thread.join(timeout=REQUEST_TIMEOUT_S + 30)
     return raters, time.monotonic() - began, used
 
 

@@ -1,7 +1,7 @@
 """The load and fault suites of benchmarks/load.py in reduced size (CI's slow suite): a real studio server judged by
-raters through gradio_client on SQLite and PostgreSQL; a SIGKILLed server, terminated PostgreSQL connections and a
-killed export. Zero acknowledged judgments lost or duplicated, no pair over k, no rater judging a pair twice. The
-full sizes (50/100/200 raters) run from benchmarks/load.py; no timing is asserted here."""
+raters (pages speaking Gradio's queue protocol) on SQLite and PostgreSQL; a SIGKILLed server, terminated PostgreSQL
+connections and a killed export. Zero acknowledged judgments lost or duplicated, no pair over k, no rater judging a
+pair twice. The full sizes (50/100/200 raters) run from benchmarks/load.py; no timing is asserted here."""
 
 import importlib
 from pathlib import Path
