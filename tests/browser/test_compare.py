@@ -145,6 +145,30 @@ def test_a_rater_judges_ten_items_in_a_row_with_the_keyboard_only_and_no_scrolli
     page.context.close()
 
 
+def test_a_refused_submit_says_why_and_keeps_the_raters_text(studio, browser):
+    """The reason shows over the page until closed; the form keeps the rater's choice and text."""
+    rater = new_rater(studio, "ria")
+    page = log_in(browser, studio["url"], "ria")
+    page.locator("#compare-task").wait_for(state="visible")
+    key = page.locator(KEY).input_value()
+    page.keyboard.press("2")
+    page.keyboard.press("r")
+    page.keyboard.type("Too short.")
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_text("Reasoning needs at least 30 characters (you wrote 10")).to_be_visible()
+    expect(page.locator("#compare-reasoning textarea")).to_have_value("Too short.")
+    expect(page.locator("#compare-choice input").nth(1)).to_be_checked()
+    assert rows(studio["engine"], select(Judgment).where(Judgment.rater_id == rater)) == []
+    screenshot(page, "compare-refused")
+    page.locator("#compare-reasoning textarea").focus()
+    page.keyboard.type(" The left one answers the question that was asked.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator(KEY)).not_to_have_value(key)
+    expect(page.locator("#compare-status")).to_contain_text("Saved")
+    wait_for(lambda: rows(studio["engine"], select(Judgment).where(Judgment.rater_id == rater)), "ria's judgment")
+    page.context.close()
+
+
 def test_a_long_markdown_response_with_code_renders_scrolls_in_its_pane_and_stays_inert(studio, browser, tmp_path):
     payload = " ".join([*PAYLOADS, "${window.__xss=4}", '<a href="javascript:window.__xss=5">a</a>'])
     long_text = CODE + "\n\n" + "\n\n".join(f"Paragraph {n}: more detail, {payload}" for n in range(40))
