@@ -196,6 +196,12 @@ class Page:
         data = [None if i in self.states else next(given) for i in dependency["inputs"]]
         body = {"data": data, "fn_index": dependency["id"], "session_hash": self.session_hash, "event_data": None,
                 "trigger_id": None}  # fmt: skip
+        if dependency.get("queue") is False:  # as the browser: one request, the answer in its response
+            answer = await self.http.post(f"{self.prefix}/run/{api_name}", json=body)
+            if answer.status_code == 500:
+                raise AppError(answer.json().get("error") or "the event failed")
+            outputs = zip(dependency["outputs"], answer.raise_for_status().json()["data"], strict=True)
+            return [value for i, value in outputs if i not in self.states]
         event_id = (await self.http.post(f"{self.prefix}/queue/join", json=body)).raise_for_status().json()["event_id"]
         params = {"session_hash": self.session_hash}
         async with self.http.stream("GET", f"{self.prefix}/queue/data", params=params) as stream:

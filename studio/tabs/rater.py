@@ -35,6 +35,7 @@ RESTORE_JS = "(key, ...current) => window.concord.restore(key, ...current)"
 CLEAR_JS = "(key) => window.concord.clear(key)"
 COUNT_JS = "(text, minimum) => window.concord.count(text, minimum)"
 SAVED = "✓ Saved."
+NOT_SUBMITTED = "⚠ **Not submitted:**"
 
 
 def draft_key(rater_id: int, kind: str, assignment_id: int) -> str:

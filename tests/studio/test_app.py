@@ -1,6 +1,7 @@
 """The studio through its HTTP API, as gradio_client (or any script) reaches it: what a rater can and cannot do."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import gradio as gr
@@ -54,12 +55,12 @@ def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_
     assert "stored and exported under a pseudonym" in json.dumps(asked)
     for pane in (asked[LEFT], asked[RIGHT]):  # no response is sent before the consent: only a bare update
         assert isinstance(pane, dict) and pane.get("__type__") == "update" and "value" not in pane
-    with pytest.raises(Exception, match="There is no item on screen"):
-        rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
+    refused = rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
+    assert refused[0] == "⚠ **Not submitted:** There is no item on screen: press Next item."
     shown = rater.predict(campaign, api_name="/accept_consent_pair")
     assert shown[LEFT] and shown[RIGHT] and shown[LEFT] != shown[RIGHT]
-    with pytest.raises(Exception, match="Reasoning needs at least 30 characters"):
-        rater.predict(campaign, -1, False, *CRITERIA, "too short", 4, api_name="/submit_judgment")
+    refused = rater.predict(campaign, -1, False, *CRITERIA, "too short", 4, api_name="/submit_judgment")
+    assert "Not submitted:** Reasoning needs at least 30 characters" in refused[0]
     rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
     rater.predict(campaign, api_name="/next_prompt")
     false_claim = {"headers": CLAIM_HEADERS, "data": [["Tests prove code correct", "false", ""]]}
@@ -90,12 +91,14 @@ def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_
     ],
 )
 def test_a_submit_with_malformed_values_names_the_field_and_stores_nothing(studio, sqlite_engine, values, message):
-    """The submit takes the values as sent (no Gradio preprocess): the service's own check answers for each field."""
+    """The submit takes the values as sent (no Gradio preprocess): the service's own check names the field, on the
+    status line; every other output is left as it is."""
     rater, campaign = log_in(studio)
     rater.predict(campaign, api_name="/next_pair")
     rater.predict(campaign, api_name="/accept_consent_pair")
-    with pytest.raises(Exception, match=message):
-        rater.predict(campaign, *values, api_name="/submit_judgment")
+    refused = rater.predict(campaign, *values, api_name="/submit_judgment")
+    assert re.search(f"Not submitted:\\*\\* {message}", refused[0]), refused[0]
+    assert all(value == {"__type__": "update"} for value in refused[1:]), "the form keeps what was sent"
     with Session(sqlite_engine) as session:
         assert session.exec(select(Judgment)).all() == []
     rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")  # the item is still held
