@@ -264,8 +264,11 @@ class Service:
 
     @staticmethod
     def _active_user(session: Session, user_id: int) -> User:
-        # Locked: one user's simultaneous requests (a double click, two tabs) must not take two leases.
-        user = session.get(User, user_id, with_for_update=True)
+        # Locked: one user's simultaneous requests (a double click, two tabs) must not take two leases. Once per
+        # transaction (each attempt has a new session): a submit asks for its own item, then for the next.
+        locked = session.info.setdefault("locked_users", {})
+        if (user := locked.get(user_id)) is None:
+            user = locked[user_id] = session.get(User, user_id, with_for_update=True)
         if user is None or not user.active:
             raise PermissionDenied("This account is not active; ask a lead to reactivate it.")
         return user
