@@ -91,13 +91,14 @@ def help_overlay(prefix: str, keys: list[tuple[str, str]]) -> gr.HTML:
 
 @contextmanager
 def refused_submit() -> Iterator[None]:
-    """A refused submit: the reason stays on screen until closed, and the form keeps what the rater wrote."""
+    """A refused submit as a ``gr.Error`` saying why; the tab says it on its status line (``NOT_SUBMITTED``) and
+    leaves the form as the rater wrote it."""
     try:
         yield
     except (ValidationFailed, PermissionDenied, Unavailable) as error:
-        raise gr.Error(str(error), duration=None, title="Not submitted") from error
+        raise gr.Error(str(error)) from error
     except OperationalError as error:  # see studio.tabs.events.shown_to_user
-        raise gr.Error(str(Unavailable()), duration=None, title="Not submitted") from error
+        raise gr.Error(str(Unavailable())) from error
 
 
 def keep_drafts(

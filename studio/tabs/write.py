@@ -20,6 +20,7 @@ from studio.service import Progress, PromptTask, StudioService
 from studio.tabs.consent import ConsentPanel
 from studio.tabs.events import shown_to_user
 from studio.tabs.rater import (
+    NOT_SUBMITTED,
     SAVE_JS,
     RaterHeader,
     TaskSlots,
@@ -110,17 +111,21 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
         return current[0].draft
 
     def on_submit(current, campaign_id, text, rows, paste_json, request: gr.Request, profile: gr.OAuthProfile | None):
+        """As Compare's submit: a refusal is said on the status line and the form keeps what the rater wrote."""
         if current is None:
-            raise gr.Error("There is no prompt on screen: press Next prompt.")
+            return {slots.status: f"{NOT_SUBMITTED} There is no prompt on screen: press Next prompt."}
         prompt_task, shown_at, submitted = current
-        with shown_to_user():
-            rater = current_user(service, request, profile)
-        with refused_submit():
-            claimed, pasted = claims_from_rows(rows), read_paste_events(paste_json)
-            service.submit_demonstration(
-                rater, prompt_task.assignment_id, text=text, claims=claimed,
-                time_on_task_s=time.monotonic() - shown_at, paste_events=pasted,
-            )  # fmt: skip
+        try:
+            with shown_to_user():
+                rater = current_user(service, request, profile)
+            with refused_submit():
+                claimed, pasted = claims_from_rows(rows), read_paste_events(paste_json)
+                service.submit_demonstration(
+                    rater, prompt_task.assignment_id, text=text, claims=claimed,
+                    time_on_task_s=time.monotonic() - shown_at, paste_events=pasted,
+                )  # fmt: skip
+        except gr.Error as refused:
+            return {slots.status: f"{NOT_SUBMITTED} {refused.message}"}
         with shown_to_user():
             return load(rater, campaign_id, None) | {sent: submitted}
 

@@ -64,8 +64,8 @@ def test_a_rater_consents_then_judges_and_writes_through_the_api(studio, sqlite_
     rater.predict(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
     rater.predict(campaign, api_name="/next_prompt")
     false_claim = {"headers": CLAIM_HEADERS, "data": [["Tests prove code correct", "false", ""]]}
-    with pytest.raises(Exception, match="marked false: correct or remove it"):
-        rater.predict(campaign, "Tests prove code correct.", false_claim, "[]", api_name="/submit_demonstration")
+    refused = rater.predict(campaign, "Tests prove code correct.", false_claim, "[]", api_name="/submit_demonstration")
+    assert "Not submitted:** " in refused[0] and "marked false: correct or remove it" in refused[0]
     claims = {"headers": CLAIM_HEADERS, "data": [["Tests catch regressions", "Verified", "team wiki"], ["", "", ""]]}
     pastes = '[{"at": "2025-01-01T10:00:00.000Z", "chars": 42}]'
     rater.predict(campaign, "Tests pin down behaviour before a refactor changes it.", claims, pastes,
