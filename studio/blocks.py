@@ -1,9 +1,13 @@
-"""``Blocks``: ``gr.Blocks`` whose events leave the outputs a handler left out as they are, at no cost.
+"""``Blocks``: ``gr.Blocks`` made cheaper where Gradio 6.31 spends a rater's time on work with no effect.
 
-Gradio 6.31 treats an output left out of a handler's answer (``gr.skip()``) as a property update: it builds a new
-component and its config for it, only to send the browser the bare update ``{"__type__": "update"}``. A judgment
-submit leaves 8 of its 31 outputs alone (panels already shown, guidelines unchanged), and rebuilding them was about
-a sixth of the submit's server CPU. Here those outputs skip Gradio's postprocess and are sent as the same bare update.
+- Outputs a handler leaves out (``gr.skip()``): Gradio treats each as a property update, building a new component
+  and its config only to send the browser the bare update ``{"__type__": "update"}``. A judgment submit leaves 8 of
+  its 31 outputs alone, and rebuilding them was about a sixth of its server CPU. Here they skip Gradio's postprocess
+  and are sent as the same bare update.
+- A new page: Gradio gives each page session a config entry for every component of the app (447 here, lead tabs
+  included), built afresh each time: about two thirds of a page's arrival cost, which made 200 raters arriving
+  together wait up to a minute. Here the entries are built once and each session gets its own copy of their
+  properties (a session writes its values there).
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import copy
 from typing import Any
 
 import gradio as gr
-from gradio.blocks import Block
+from gradio.blocks import Block, BlocksConfig
 
 BARE_UPDATE = {"__type__": "update"}
 
 
 class Blocks(gr.Blocks):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_config = SharedConfig(self)  # before any component registers in it
+
     async def postprocess_data(self, block_fn: Any, predictions: Any, state: Any) -> list[Any]:
         outputs = list(block_fn.outputs)
         if not isinstance(predictions, dict) or not predictions or not all(isinstance(k, Block) for k in predictions):
@@ -36,6 +44,28 @@ class Blocks(gr.Blocks):
         answers = iter(done)
         return [next(answers) if block._id in given else None if block.stateful else dict(BARE_UPDATE)
                 for block in outputs]  # fmt: skip
+
+
+class SharedConfig(BlocksConfig):
+    """The app's components, whose config entries every page session copies instead of building (see above)."""
+
+    def __init__(self, root_block: gr.Blocks) -> None:
+        super().__init__(root_block)
+        self.built: dict[int, dict] = {}  # shared by the sessions' copies
+
+    def config_for_block(self, _id: int, rendered_ids: list[int], block: Any, renderable: Any = None) -> dict:
+        # A session's own component (after a property update) is built anew, as Gradio does.
+        if renderable is not None or self.root_block.default_config.blocks.get(_id) is not block:
+            return BlocksConfig.config_for_block(_id, rendered_ids, block, renderable)
+        if _id not in self.built:
+            self.built[_id] = BlocksConfig.config_for_block(_id, rendered_ids, block)
+        built = self.built[_id]
+        return {**built, "props": dict(built["props"])}
+
+    def __copy__(self) -> SharedConfig:
+        new = super().__copy__()  # Gradio's copy is a plain BlocksConfig
+        new.__class__, new.built = SharedConfig, self.built
+        return new
 
 
 def _bare(value: Any) -> bool:

@@ -1,9 +1,11 @@
-"""studio.blocks: outputs a handler leaves out are sent as Gradio's bare update, and no component is rebuilt."""
+"""studio.blocks: outputs a handler leaves out are sent as Gradio's bare update, and no component is rebuilt; page
+sessions copy the app's component configs instead of building them, and keep their values to themselves."""
 
 import asyncio
 
 import gradio as gr
 import pandas as pd
+from gradio.blocks import BlocksConfig
 from gradio.state_holder import SessionState
 
 from studio.blocks import Blocks
@@ -31,3 +33,18 @@ def test_answers_that_are_not_a_dict_of_outputs_go_to_gradio_unchanged():
         gr.Button().click(lambda: None, outputs=[one])
     (fn,) = app.fns.values()
     assert asyncio.run(app.postprocess_data(fn, "plain", SessionState(app))) == ["plain"]
+
+
+def test_page_sessions_copy_the_apps_component_configs_and_keep_their_own_values():
+    with Blocks() as app:
+        box = gr.Textbox("start", label="Box")
+        gr.Button().click(lambda: None, outputs=[box])
+    (fn,) = app.fns.values()
+    first, second = SessionState(app), SessionState(app)
+    assert first.config_values[box._id] == BlocksConfig.config_for_block(box._id, [], box)  # what Gradio builds
+    assert box._id in app.default_config.built
+    first._update_value_in_config(box._id, "typed by the first page")
+    assert second.config_values[box._id]["props"]["value"] == "start"
+    asyncio.run(app.postprocess_data(fn, gr.update(label="Changed"), first))  # a property update: its own component
+    assert first.config_values[box._id]["props"]["label"] == "Changed"
+    assert SessionState(app).config_values[box._id]["props"]["label"] == "Box"
