@@ -157,6 +157,7 @@ def main(
         summary["resumed_from"] = Path(args.resume_from_checkpoint).name
     if accelerator.is_main_process:
         (run.output / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    for tracker in accelerator.trackers:  # not end_training: the runner ends the process group, on every process together
+    # Not end_training: the runner ends the process group, on every process together.
+    for tracker in accelerator.trackers:
         tracker.finish()
     return summary
