@@ -218,15 +218,26 @@ def test_an_import_waits_for_the_write_lock_by_asking_often_and_gives_up_in_time
             holding.set()
             time.sleep(seconds)
 
+    importer = threading.get_ident()
+    naps = []  # every sleep the import takes while it waits for the lock
+    sleep = time.sleep
+
+    def counted_sleep(seconds):
+        if threading.get_ident() == importer:
+            naps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(staging.time, "sleep", counted_sleep)
     holder = threading.Thread(target=hold, args=(0.3,))
     holder.start()
     assert holding.wait(10)  # the write lock is held (a fixed sleep raced with the thread under CI's load)
-    start = time.monotonic()
     with staging.transaction(writer) as session:
         session.add(Campaign(name="after"))
-    waited = time.monotonic() - start
     holder.join()
-    assert 0.1 < waited < 1.0  # it got the lock soon after it was free, not after a backed-off sleep of seconds
+    polls, yielded = naps[:-1], naps[-1]
+    assert len(polls) > 3  # it asked again and again while the rater held the lock ...
+    assert set(polls) == {staging.LOCK_POLL_S}  # ... each time after the same short nap, never a backed-off sleep
+    assert yielded >= staging.LOCK_YIELD_S  # and having found the lock taken, it left it free afterwards
     monkeypatch.setattr(staging, "LOCK_WAIT_S", 0.2)
     holding.clear()
     holder = threading.Thread(target=hold, args=(1.0,))
