@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path("concord-data")
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for the write lock before it gives up
 
 
 def data_dir() -> Path:
@@ -42,7 +46,7 @@ def make_engine(url: str | None = None) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -52,13 +56,34 @@ def make_engine(url: str | None = None) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.close()
+
+    # One writer at a time in this process, the others waiting on a lock that hands over at once and in turn: left
+    # to SQLite's busy handler, 40 waiting threads would each sleep up to 100 ms between tries, and the unlucky ones
+    # seconds. Writers in other processes (an import from the command line) still meet SQLite's lock.
+    writing = threading.Lock()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # A read that later writes can fail with SQLITE_BUSY_SNAPSHOT under concurrency; writers begin IMMEDIATE.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
+        if not conn.get_execution_options().get("sqlite_write"):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not writing.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own wait would end, never a deadlock
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+        conn.info["writing"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _on_end(conn)
+            raise
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(conn):
+        if conn.info.pop("writing", False):
+            writing.release()
 
     return engine
 
