@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import nh3
@@ -40,6 +41,7 @@ def markdown_html(text: str) -> str:
     )
 
 
+@lru_cache(maxsize=512)  # k raters read each pair: most renders repeat one made a moment ago
 def _both(text: str) -> str:
     """The rendered and the raw form of ``text``; the page's raw-text toggle decides which one shows."""
     raw = html.escape(text or "", quote=False)
