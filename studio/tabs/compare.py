@@ -38,7 +38,6 @@ from studio.tabs.rater import (
     count_line,
     help_overlay,
     keep_drafts,
-    refused_submit,
     shown_task,
     wire_loading,
 )
@@ -176,7 +175,6 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         try:
             with shown_to_user():
                 rater = current_user(service, request, profile)
-            with refused_submit():
                 result = service.submit_judgment(rater, pair_task.assignment_id, answer)
         except gr.Error as refused:
             return {header.status: f"{NOT_SUBMITTED} {refused.message}"}

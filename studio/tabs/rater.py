@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import gradio as gr
-from sqlalchemy.exc import OperationalError
 
-from studio.access import Unavailable
 from studio.login import current_user
-from studio.service import ConsentRequired, PermissionDenied, Progress, StudioService, ValidationFailed
+from studio.service import ConsentRequired, Progress, StudioService
 from studio.tabs.consent import ConsentPanel
 from studio.tabs.events import need_campaign, shown_to_user
 from studio.validation import reasoning_length
@@ -87,18 +84,6 @@ def help_overlay(prefix: str, keys: list[tuple[str, str]]) -> gr.HTML:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(what)}</td></tr>" for k, what in keys)
     card = f'<div class="concord-help-card" role="dialog" aria-label="Keys"><h3>Keys</h3><table>{rows}</table></div>'
     return gr.HTML(card, elem_id=f"{prefix}-help")
-
-
-@contextmanager
-def refused_submit() -> Iterator[None]:
-    """A refused submit as a ``gr.Error`` saying why; the tab says it on its status line (``NOT_SUBMITTED``) and
-    leaves the form as the rater wrote it."""
-    try:
-        yield
-    except (ValidationFailed, PermissionDenied, Unavailable) as error:
-        raise gr.Error(str(error)) from error
-    except OperationalError as error:  # see studio.tabs.events.shown_to_user
-        raise gr.Error(str(Unavailable())) from error
 
 
 def keep_drafts(

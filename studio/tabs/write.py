@@ -28,7 +28,6 @@ from studio.tabs.rater import (
     help_overlay,
     keep_drafts,
     prompt_view,
-    refused_submit,
     wire_loading,
 )
 from studio.validation import claims_from_rows, read_paste_events
@@ -118,7 +117,6 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
         try:
             with shown_to_user():
                 rater = current_user(service, request, profile)
-            with refused_submit():
                 claimed, pasted = claims_from_rows(rows), read_paste_events(paste_json)
                 service.submit_demonstration(
                     rater, prompt_task.assignment_id, text=text, claims=claimed,
