@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -72,19 +73,24 @@ def make_engine(url: str | None = None) -> Engine:
             return
         if not writing.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own wait would end, never a deadlock
             raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
-        conn.info["writing"] = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _on_end(conn)
-            raise
-
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def _on_end(conn):
-        if conn.info.pop("writing", False):
             writing.release()
+            raise
+        conn.info["writing"] = True
 
+    def _end(conn, finish: Callable[[sqlite3.Connection], None]) -> None:
+        # SQLAlchemy's commit and rollback events come before the database's: end the transaction here, so the
+        # turn passes only once SQLite's lock is free (SQLAlchemy's own commit then finds nothing left to do).
+        if conn.info.pop("writing", False):
+            try:
+                finish(conn.connection.dbapi_connection)
+            finally:
+                writing.release()
+
+    event.listen(engine, "commit", lambda conn: _end(conn, sqlite3.Connection.commit))
+    event.listen(engine, "rollback", lambda conn: _end(conn, sqlite3.Connection.rollback))
     return engine
 
 

@@ -30,6 +30,53 @@ def test_sqlite_is_durable_and_checks_foreign_keys(sqlite_engine):
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
+def test_sqlite_writers_in_one_process_take_turns_without_meeting_sqlites_lock(sqlite_engine, monkeypatch):
+    """Two writers of one engine never both ask SQLite for its lock: with SQLite's own wait set to nothing, the
+    second one still gets in as soon as the first is done, and a transaction that fails leaves the turn free."""
+    import threading
+
+    import pytest
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    import storage.db
+
+    sqlite_engine.dispose()
+    event.listen(
+        sqlite_engine, "connect", lambda dbapi_connection, _: dbapi_connection.execute("PRAGMA busy_timeout=0")
+    )
+    holding, failures = threading.Event(), []
+
+    def first():
+        with write_session(sqlite_engine) as session, session.begin():
+            session.add(Campaign(name="first"))
+            session.flush()
+            holding.set()
+            threading.Event().wait(0.3)  # still holding the lock while the second writer asks
+
+    def second():
+        holding.wait(10)
+        try:
+            with write_session(sqlite_engine) as session, session.begin():
+                session.add(Campaign(name="second"))
+        except OperationalError as error:  # "database is locked": SQLite's lock met at once
+            failures.append(error)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with pytest.raises(IntegrityError), write_session(sqlite_engine) as session, session.begin():
+        session.add(Campaign(name="first"))  # a name taken: the transaction fails and rolls back
+    monkeypatch.setattr(storage.db, "BUSY_TIMEOUT_S", 1)  # a turn never given back would now fail in a second
+    with write_session(sqlite_engine) as session, session.begin():
+        session.add(Campaign(name="third"))
+    with write_session(sqlite_engine) as session:
+        assert sorted(session.exec(select(Campaign.name)).all()) == ["first", "second", "third"]
+
+
 def _migrate(engine, step: str, revision: str) -> None:
     from alembic import command
 
@@ -58,5 +105,5 @@ def test_0005_keeps_existing_accounts_and_campaigns_as_they_were_and_downgrades(
         assert session.exec(select(DemonstrationReview)).all() == []
     _migrate(engine, "downgrade", "0004")
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT username FROM \"user\"")).scalar() == "ada"
+        assert conn.execute(text('SELECT username FROM "user"')).scalar() == "ada"
     _migrate(engine, "upgrade", "head")
