@@ -4,6 +4,7 @@
     python benchmarks/load.py --quick    # SQLite and PostgreSQL; 20 raters for 15 s; the faults reduced (~2 min)
     python benchmarks/load.py --engines sqlite --raters 50 --seconds 120
     python benchmarks/load.py --soak --engines sqlite    # 50 raters for 10 min, the server's memory every minute
+    python benchmarks/load.py --engines sqlite --raters 200 --think 20    # raters who read before they submit
 
 Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
 127.0.0.1:5432) holding the 1,135 distinct HH-RLHF helpful-online pairs (overlap k 3, no consent text, no
@@ -11,7 +12,8 @@ calibration) and one account per rater. Every rater is a page of its own (``Page
 cookie and Gradio session, all raters in one asyncio loop) speaking Gradio's queue protocol as the studio's page
 does: it logs in (password, as a browser would), loads the app's config, asks for its campaign and its first pair,
 then submits judgment after judgment as the browser does (one call: the submit returns the next item), closed-loop
-with no think time, until the time is up or nothing is left. (Through gradio_client each call cost the client about
+with no think time (``--think S``: S seconds on average, drawn from an exponential, as a person reading the pair),
+until the time is up or nothing is left. (Through gradio_client each call cost the client about
 85 ms of CPU, a new connection per request: its 50 threads took 1.5 of the 2 cores and the clients, not the server,
 set the pace; a ``Page`` costs about 6 ms.) Raters arrive evenly over the first 15 s (a quarter of a short run); one
 that fails waits 0.5 s, then twice as long each time (at most 8 s), and logs in again on a new connection. A request
@@ -44,6 +46,7 @@ import asyncio
 import gzip
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -224,8 +227,9 @@ class Page:
 class Rater:
     """One rater: log in, open the campaign, then submit until ``stop`` is set or nothing is left."""
 
-    def __init__(self, name: str, server: Server, start_after: float = 0.0) -> None:
-        self.name, self.server, self.start_after = name, server, start_after
+    def __init__(self, name: str, server: Server, start_after: float = 0.0, think_s: float = 0.0) -> None:
+        self.name, self.server, self.start_after, self.think_s = name, server, start_after, think_s
+        self.rng = random.Random(name)  # think times drawn the same way on every run
         self.acked: list[str] = []
         self.latencies: list[float] = []
         self.waited_to_start: float | None = None  # seconds from arriving to the first item on screen
@@ -263,6 +267,8 @@ class Rater:
                 if "Saved" in status:
                     self.acked.append(reasoning)
                 self.done = "Nothing left" in status
+                if self.think_s:  # reading the next pair and writing the reasoning, as a person does
+                    await _sleep(stop, self.rng.expovariate(1 / self.think_s))
             except Exception as error:  # noqa: BLE001 - a rater keeps going, as a person retries
                 self.errors.append(f"{type(error).__name__}: {error}"[:300])
                 if http is not None:
@@ -303,12 +309,13 @@ def check(url: str, acked: list[str], k: int = K) -> dict:
 
 
 def crowd(server: Server, names: list[str], seconds: float, fault=None, rss: list[float] | None = None,
-          every: float = 60.0) -> tuple[list[Rater], float, float]:  # fmt: skip
+          every: float = 60.0, think_s: float = 0.0) -> tuple[list[Rater], float, float]:  # fmt: skip
     """Run the raters for ``seconds`` (``fault(server)`` half-way; the server's memory appended to ``rss`` every
-    ``every`` seconds); the raters, the wall time and server CPU used."""
+    ``every`` seconds; each rater thinking ``think_s`` on average between submits); the raters, the wall time and
+    server CPU used."""
     stop = threading.Event()
     ramp = min(RAMP_S, seconds / 4)  # raters arrive over the first seconds, not all in one instant
-    raters = [Rater(name, server, start_after=ramp * n / len(names)) for n, name in enumerate(names)]
+    raters = [Rater(name, server, ramp * n / len(names), think_s) for n, name in enumerate(names)]
 
     async def everyone() -> None:
         await asyncio.gather(*(rater.run(stop) for rater in raters))
@@ -352,15 +359,15 @@ def figures(raters: list[Rater], wall: float, cpu: float | None, server: Server,
             **check(url, acked, k)}  # fmt: skip
 
 
-def load_run(kind: str, raters: int, seconds: float) -> dict:
+def load_run(kind: str, raters: int, seconds: float, think_s: float = 0.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
         names = seed(url, Path(tmp), raters)
         server = Server(url, Path(tmp))
         server.start()
         try:
             rss = server.rss_mib()
-            result = figures(*crowd(server, names, seconds), server, url)
-            return result | {"server_rss_start_mib": round(rss, 1)}
+            result = figures(*crowd(server, names, seconds, think_s=think_s), server, url)
+            return result | {"server_rss_start_mib": round(rss, 1), "think_s": think_s}
         finally:
             server.stop()
 
@@ -442,6 +449,12 @@ def main() -> None:
     parser.add_argument("--raters", nargs="+", type=int, help="crowd sizes (default 50 100 200; quick: 20)")
     parser.add_argument("--seconds", type=float, help="per crowd (default 60; quick: 15)")
     parser.add_argument("--soak", action="store_true", help="only the memory soak: 50 raters, 10 min (quick: 1)")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean seconds a rater thinks between submits (exponential; default 0: closed loop)",
+    )
     args = parser.parse_args()
     if not HH.is_file():
         sys.exit(f"{HH} is missing: the load suite judges the real HH pairs (see ../shared/README.md)")
@@ -457,7 +470,7 @@ def main() -> None:
         report("Memory soak (benchmarks/load.py --soak)", results, command.strip())
         return
     for kind in args.engines:
-        results[kind] = {f"{n}_raters": load_run(kind, n, seconds) for n in sizes}
+        results[kind] = {f"{n}_raters": load_run(kind, n, seconds, args.think) for n in sizes}
         results[kind]["sigkill"] = fault_run(kind, _restart, fault_raters, fault_seconds)
         if kind == "postgres":
             results[kind]["pg_restart"] = fault_run(kind, _terminate_connections, fault_raters, fault_seconds)
