@@ -85,12 +85,21 @@ def make_engine(url: str | None = None) -> Engine:
         # turn passes only once SQLite's lock is free (SQLAlchemy's own commit then finds nothing left to do).
         if conn.info.pop("writing", False):
             try:
-                finish(conn.connection.dbapi_connection)
+                if not conn.invalidated:
+                    finish(conn.connection.dbapi_connection)
             finally:
                 writing.release()
 
     event.listen(engine, "commit", lambda conn: _end(conn, sqlite3.Connection.commit))
     event.listen(engine, "rollback", lambda conn: _end(conn, sqlite3.Connection.rollback))
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        # A connection back in the pool without either event (a session dropped unclosed: the pool rolled it back)
+        # must not keep the turn.
+        if record is not None and record.info.pop("writing", False):
+            writing.release()
+
     return engine
 
 

@@ -32,7 +32,9 @@ def test_sqlite_is_durable_and_checks_foreign_keys(sqlite_engine):
 
 def test_sqlite_writers_in_one_process_take_turns_without_meeting_sqlites_lock(sqlite_engine, monkeypatch):
     """Two writers of one engine never both ask SQLite for its lock: with SQLite's own wait set to nothing, the
-    second one still gets in as soon as the first is done, and a transaction that fails leaves the turn free."""
+    second one still gets in as soon as the first is done, and a transaction that fails, or a session dropped
+    unclosed, leaves the turn free."""
+    import gc
     import threading
 
     import pytest
@@ -70,6 +72,17 @@ def test_sqlite_writers_in_one_process_take_turns_without_meeting_sqlites_lock(s
     assert failures == []
     with pytest.raises(IntegrityError), write_session(sqlite_engine) as session, session.begin():
         session.add(Campaign(name="first"))  # a name taken: the transaction fails and rolls back
+
+    def dropped():  # a session left unclosed: the pool rolls its connection back when it is collected
+        session = write_session(sqlite_engine)
+        session.begin()
+        session.add(Campaign(name="dropped"))
+        session.flush()
+
+    thread = threading.Thread(target=dropped)
+    thread.start()
+    thread.join()
+    gc.collect()
     monkeypatch.setattr(storage.db, "BUSY_TIMEOUT_S", 1)  # a turn never given back would now fail in a second
     with write_session(sqlite_engine) as session, session.begin():
         session.add(Campaign(name="third"))
