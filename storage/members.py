@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists
+from sqlalchemy import bindparam, exists
 from sqlmodel import Session, select
 
 from storage.models import AuditEvent, Campaign, CampaignMember, Consent, ImportJob, Role, User
@@ -27,6 +27,18 @@ def _member(campaign_id: int, user_id: int, role: Role) -> Any:
     )
 
 
+# Built once (they run on every submit), their values bound at the call.
+_MAY_RATE = select(
+    ~_staging(bindparam("campaign"))
+    & (_member(bindparam("campaign"), bindparam("user"), Role.rater) | ~_raters(bindparam("campaign")))
+)
+_CONSENTED = select(Consent.id).where(
+    Consent.user_id == bindparam("user"),
+    Consent.campaign_id == bindparam("campaign"),
+    Consent.version == bindparam("version"),
+)
+
+
 def is_staging(*, session: Session, campaign_id: int) -> bool:
     return bool(session.exec(select(_staging(campaign_id))).one())
 
@@ -42,8 +54,7 @@ def is_member(*, session: Session, campaign_id: int, user_id: int, role: Role) -
 def may_rate(*, session: Session, user: User, campaign_id: int) -> bool:
     """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned). One query: it runs
     on every submit."""
-    assigned = _member(campaign_id, user.id, Role.rater)
-    return bool(session.exec(select(~_staging(campaign_id) & (assigned | ~_raters(campaign_id)))).one())
+    return bool(session.exec(_MAY_RATE, params={"campaign": campaign_id, "user": user.id}).one())
 
 
 def may_lead(*, session: Session, user: User, campaign_id: int) -> bool:
@@ -85,10 +96,8 @@ def has_consented(*, session: Session, user_id: int, campaign: Campaign) -> bool
     """True when the campaign asks for no consent, or the user accepted its current version."""
     if not campaign.consent_text.strip():
         return True
-    query = select(Consent.id).where(
-        Consent.user_id == user_id, Consent.campaign_id == campaign.id, Consent.version == campaign.consent_version
-    )
-    return session.exec(query).first() is not None
+    values = {"user": user_id, "campaign": campaign.id, "version": campaign.consent_version}
+    return session.exec(_CONSENTED, params=values).first() is not None
 
 
 def campaign_members(*, session: Session, campaign_id: int) -> list[tuple[CampaignMember, User]]:

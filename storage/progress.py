@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, exists, func
+from sqlalchemy import bindparam, case, exists, func
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
@@ -21,32 +21,36 @@ def _count(session: Session, query: Any) -> int:
     return session.exec(query).one()
 
 
-def _today_and_total(moment: Any, today: datetime) -> Any:
+def _today_and_total(moment: Any) -> Any:
     """A query of (rows since ``today``, rows in all), ``moment`` saying when a row was made."""
-    return select(func.count(case((moment >= today, 1))), func.count())
+    return select(func.count(case((moment >= bindparam("today"), 1))), func.count())
+
+
+# Built once (they run on every submit), their values bound at the call.
+RATER, CAMPAIGN = bindparam("rater"), bindparam("campaign")
+_JUDGED = (
+    _today_and_total(Judgment.server_time)
+    .select_from(Judgment)
+    .join(Pair, col(Pair.id) == Judgment.pair_id)
+    .where(Pair.campaign_id == CAMPAIGN, Judgment.rater_id == RATER, col(Judgment.supersedes_id).is_(None))
+)
+_WRITTEN = (
+    _today_and_total(Demonstration.created_at)
+    .select_from(Demonstration)
+    .join(Prompt, col(Prompt.id) == Demonstration.prompt_id)
+    .where(Prompt.campaign_id == CAMPAIGN, Demonstration.rater_id == RATER)
+    .where(col(Demonstration.supersedes_id).is_(None))
+)
 
 
 def count_judged(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
     """(since ``today``, in all): pairs of the campaign this rater judged, calibration items included."""
-    query = (
-        _today_and_total(Judgment.server_time, today)
-        .select_from(Judgment)
-        .join(Pair, col(Pair.id) == Judgment.pair_id)
-        .where(Pair.campaign_id == campaign_id, Judgment.rater_id == rater_id, col(Judgment.supersedes_id).is_(None))
-    )
-    return tuple(session.exec(query).one())
+    return tuple(session.exec(_JUDGED, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
 
 
 def count_written(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
     """(since ``today``, in all): demonstrations this rater wrote for the campaign."""
-    query = (
-        _today_and_total(Demonstration.created_at, today)
-        .select_from(Demonstration)
-        .join(Prompt, col(Prompt.id) == Demonstration.prompt_id)
-        .where(Prompt.campaign_id == campaign_id, Demonstration.rater_id == rater_id)
-        .where(col(Demonstration.supersedes_id).is_(None))
-    )
-    return tuple(session.exec(query).one())
+    return tuple(session.exec(_WRITTEN, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
 
 
 def judgment_coverage(*, session: Session, campaign: Campaign, before: datetime | None = None) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, union, union_all
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from storage import active
@@ -161,16 +162,42 @@ def _has_room(*, session: Session, assignment: Assignment, campaign: Campaign, n
     return _lock_if_room(session=session, queries=_queries(campaign, assignment.task), item_id=item_id, values=values)
 
 
+CAMPAIGN, TASK = bindparam("campaign"), bindparam("task")
+
+_HELD = (
+    select(Assignment)
+    .where(Assignment.rater_id == RATER, Assignment.campaign_id == CAMPAIGN, Assignment.task == TASK)
+    .where(col(Assignment.closed_at).is_(None))
+    .order_by(col(Assignment.id).desc())
+)
+_SIDES_SHOWN = (
+    select(Assignment.left, func.count(Assignment.id))
+    .where(Assignment.rater_id == RATER, Assignment.campaign_id == CAMPAIGN, Assignment.task == TaskKind.judgment)
+    .group_by(Assignment.left)
+)
+_LOCK_ASSIGNMENT = select(Assignment).where(Assignment.id == ITEM).with_for_update()
+
+
+@lru_cache(maxsize=64)
+def _calibration_answers(window: int, before: bool) -> Any:
+    """A rater's last ``window`` first answers to a campaign's calibration items (given before ``before``)."""
+    query = (
+        select(Judgment.preference, CalibrationItem.expected, CalibrationItem.accepted)
+        .join(CalibrationItem, col(CalibrationItem.pair_id) == Judgment.pair_id)
+        .join(Pair, col(Pair.id) == Judgment.pair_id)
+        # A revision made after seeing the expected answer (training mode) must not lift the score.
+        .where(Pair.campaign_id == CAMPAIGN, Judgment.rater_id == RATER, col(Judgment.supersedes_id).is_(None))
+    )
+    if before:
+        query = query.where(Judgment.server_time < bindparam("before"))
+    return query.order_by(col(Judgment.server_time).desc(), col(Judgment.id).desc()).limit(window)
+
+
 def resume_assignment(
     *, session: Session, rater_id: int, campaign: Campaign, task: TaskKind, now: datetime, lease: timedelta
 ) -> Assignment | None:
     """The rater's latest open assignment of this kind: as is while leased, renewed if expired and still room."""
-    held = session.exec(
-        select(Assignment)
-        .where(Assignment.rater_id == rater_id, Assignment.campaign_id == campaign.id, Assignment.task == task)
-        .where(col(Assignment.closed_at).is_(None))
-        .order_by(col(Assignment.id).desc())
-    ).first()
+    held = session.exec(_HELD, params={"rater": rater_id, "campaign": campaign.id, "task": task}).first()
     if held is None or held.expires_at > now:
         return held
     if not _has_room(session=session, assignment=held, campaign=campaign, now=now):
@@ -191,18 +218,8 @@ def calibration_standing(
 ) -> tuple[int, int]:
     """(correct, answered) over the rater's last ``campaign.calibration_window`` first answers to calibration items
     (given before ``before``, when set)."""
-    query = (
-        select(Judgment.preference, CalibrationItem.expected, CalibrationItem.accepted)
-        .join(CalibrationItem, col(CalibrationItem.pair_id) == Judgment.pair_id)
-        .join(Pair, col(Pair.id) == Judgment.pair_id)
-        # A revision made after seeing the expected answer (training mode) must not lift the score.
-        .where(Pair.campaign_id == campaign.id, Judgment.rater_id == rater_id, col(Judgment.supersedes_id).is_(None))
-    )
-    if before is not None:
-        query = query.where(Judgment.server_time < before)
-    rows = session.exec(
-        query.order_by(col(Judgment.server_time).desc(), col(Judgment.id).desc()).limit(campaign.calibration_window)
-    ).all()
+    values = {"rater": rater_id, "campaign": campaign.id, "before": before}
+    rows = session.exec(_calibration_answers(campaign.calibration_window, before is not None), params=values).all()
     return sum(preference in {expected, *accepted} for preference, expected, accepted in rows), len(rows)
 
 
@@ -235,14 +252,7 @@ def _next_calibration_pair(*, session: Session, user: User, campaign: Campaign, 
 
 
 def _balanced_left(*, session: Session, rater_id: int, campaign_id: int, rng: random.Random) -> Side:
-    counts = dict(
-        session.exec(
-            select(Assignment.left, func.count(Assignment.id))
-            .where(Assignment.rater_id == rater_id, Assignment.campaign_id == campaign_id)
-            .where(Assignment.task == TaskKind.judgment)
-            .group_by(Assignment.left)
-        ).all()
-    )
+    counts = dict(session.exec(_SIDES_SHOWN, params={"rater": rater_id, "campaign": campaign_id}).all())
     shown_a, shown_b = counts.get(Side.a, 0), counts.get(Side.b, 0)
     if shown_a != shown_b:
         return Side.a if shown_a < shown_b else Side.b
@@ -313,9 +323,33 @@ def next_prompt_assignment(
     return assignment
 
 
+_A, _B = aliased(Response), aliased(Response)
+_PAIR_SHOWN = (
+    select(Prompt.messages, _A.text, _B.text)
+    .select_from(Pair)
+    .join(Prompt, col(Prompt.id) == Pair.prompt_id)
+    .join(_A, _A.id == Pair.response_a_id)
+    .join(_B, _B.id == Pair.response_b_id)
+    .where(Pair.id == ITEM)
+)
+
+
+def pair_shown(*, session: Session, pair_id: int) -> tuple[list[dict], str, str]:
+    """What a rater reads of a pair: (the prompt's messages, response A's text, response B's text)."""
+    return tuple(session.exec(_PAIR_SHOWN, params={"item": pair_id}).one())
+
+
+_CALIBRATION_ITEM = select(CalibrationItem).where(CalibrationItem.pair_id == ITEM)
+
+
+def calibration_item(*, session: Session, pair_id: int) -> CalibrationItem | None:
+    """The pair's calibration item; None for a regular pair."""
+    return session.exec(_CALIBRATION_ITEM, params={"item": pair_id}).first()
+
+
 def lock_assignment(*, session: Session, assignment_id: int) -> Assignment | None:
     """The assignment, locked so that two submissions of it cannot both pass the open check."""
-    return session.exec(select(Assignment).where(Assignment.id == assignment_id).with_for_update()).first()
+    return session.exec(_LOCK_ASSIGNMENT, params={"item": assignment_id}).first()
 
 
 def lock_judgment(*, session: Session, judgment_id: int) -> Judgment | None:

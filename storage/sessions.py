@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, delete, update
+from sqlalchemy import Row, bindparam, delete, update
 from sqlmodel import Session, col, select
 
 from storage.models import LoginFailure, LoginSession, User
@@ -35,20 +35,23 @@ def open_session(
     return row
 
 
+_SESSION_USER = (
+    select(User.id, User.username)
+    .join(LoginSession, col(LoginSession.user_id) == User.id)
+    .where(
+        LoginSession.token_hash == bindparam("token_hash"),
+        LoginSession.expires_at > bindparam("now"),
+        col(LoginSession.epoch) == col(User.session_epoch),
+        User.active,
+    )
+)
+"""Built once (every request asks it), its values bound at the call."""
+
+
 def session_user(*, session: Session, token_hash: str, now: datetime) -> Row | None:
     """(``id``, ``username``) of the active account a session token belongs to, or None: unknown, expired or revoked.
     Columns, not the account: every request asks it, and loading a whole User cost more than the query."""
-    query = (
-        select(User.id, User.username)
-        .join(LoginSession, col(LoginSession.user_id) == User.id)
-        .where(
-            LoginSession.token_hash == token_hash,
-            LoginSession.expires_at > now,
-            col(LoginSession.epoch) == col(User.session_epoch),
-            User.active,
-        )
-    )
-    return session.exec(query).first()
+    return session.exec(_SESSION_USER, params={"token_hash": token_hash, "now": now}).first()
 
 
 def close_session(*, session: Session, token_hash: str) -> None:

@@ -12,21 +12,18 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from storage import members, progress, queue
 from storage.models import (
     Assignment,
-    CalibrationItem,
     CalibrationKind,
     CalibrationMode,
     Campaign,
     Consent,
     DemonstrationCreate,
     Judgment,
-    Pair,
     Prompt,
-    Response,
     Side,
     TaskKind,
     User,
@@ -135,7 +132,7 @@ def _feedback(session: Session, campaign: Campaign, judgment: Judgment) -> Calib
     """Training mode shows a calibration item's answer after the submit; audit mode and repeat items never do."""
     if campaign.calibration_mode != CalibrationMode.training:
         return None
-    item = session.exec(select(CalibrationItem).where(CalibrationItem.pair_id == judgment.pair_id)).first()
+    item = queue.calibration_item(session=session, pair_id=judgment.pair_id)
     # A repeat item measures consistency when it comes back: revealing its answer would spoil the second showing.
     if item is None or item.kind == CalibrationKind.repeat:
         return None
@@ -257,13 +254,12 @@ class StudioService(RaterHistory):
         )
         if assignment is None:
             return None
-        pair = session.get(Pair, assignment.pair_id)
-        a, b = session.get(Response, pair.response_a_id).text, session.get(Response, pair.response_b_id).text
+        messages, a, b = queue.pair_shown(session=session, pair_id=assignment.pair_id)
         left_text, right_text = (a, b) if assignment.left == Side.a else (b, a)
         return PairTask(
             assignment_id=assignment.id,
-            pair_id=pair.id,
-            messages=session.get(Prompt, pair.prompt_id).messages,
+            pair_id=assignment.pair_id,
+            messages=messages,
             left_text=left_text,
             right_text=right_text,
             rubric=list(campaign.rubric),
