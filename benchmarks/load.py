@@ -7,7 +7,8 @@
     python benchmarks/load.py --engines sqlite --raters 200 --think 20    # raters who read before they submit
 
 Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
-127.0.0.1:5432) holding the 1,135 distinct HH-RLHF helpful-online pairs (overlap k 3, no consent text, no
+127.0.0.1:5432) holding the 3,852 distinct HH-RLHF helpful pairs (helpful-online and helpful-rejection-sampled: 50 raters
+finish the 1,135 of helpful-online alone within a minute; overlap k 3, no consent text, no
 calibration) and one account per rater. Every rater is a page of its own (``Page``: its own HTTP connection,
 cookie and Gradio session, all raters in one asyncio loop) speaking Gradio's queue protocol as the studio's page
 does: it logs in (password, as a browser would), loads the app's config, asks for its campaign and its first pair,
@@ -71,7 +72,8 @@ from storage.db import make_engine, upgrade_database, write_session  # noqa: E40
 from storage.imports import import_file  # noqa: E402
 from storage.models import Campaign, ExportRecord, Judgment, UserCreate  # noqa: E402
 
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "helpful-online" / "test.jsonl.gz"
+HH_DIR = ROOT.parent / "shared" / "data" / "hh-rlhf"
+HH = [HH_DIR / subset / "test.jsonl.gz" for subset in ("helpful-online", "helpful-rejection-sampled")]
 PG_ADMIN = os.environ.get("CONCORD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PASSWORD = "load-password-1"
 CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]
@@ -110,8 +112,10 @@ def database(kind: str, folder: Path):
 def seed(url: str, folder: Path, raters: int, k: int = K) -> list[str]:
     """The HH pairs in campaign ``load`` (overlap ``k``) and ``raters`` accounts; their usernames."""
     pairs = folder / "hh.jsonl"
-    with gzip.open(HH, "rt", encoding="utf-8") as f:
-        rows = [row for row in map(json.loads, f) if row["chosen"] != row["rejected"]]
+    rows = []
+    for path in HH:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows += [row for row in map(json.loads, f) if row["chosen"] != row["rejected"]]
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     engine = make_engine(url)
     upgrade_database(engine)
@@ -456,8 +460,8 @@ def main() -> None:
         help="mean seconds a rater thinks between submits (exponential; default 0: closed loop)",
     )
     args = parser.parse_args()
-    if not HH.is_file():
-        sys.exit(f"{HH} is missing: the load suite judges the real HH pairs (see ../shared/README.md)")
+    if missing := [str(path) for path in HH if not path.is_file()]:
+        sys.exit(f"{', '.join(missing)} missing: the load suite judges the real HH pairs (see ../shared/README.md)")
     sizes = args.raters or ([20] if args.quick else [50, 100, 200])
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     fault_raters, fault_seconds = (10, 12.0) if args.quick else (50, 60.0)
