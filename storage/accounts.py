@@ -119,7 +119,9 @@ def set_password(
     return user
 
 
-def change_password(*, session: Session, user_id: int, old: str, new: str, keep_token_hash: str | None = None) -> User:
+def change_password(
+    *, session: Session, user_id: int, old: str, new: str, keep_token_hash: str | None = None
+) -> User:
     """The person's own change: the current password must be right and the new one differ from it. Every other
     session ends; the one named by ``keep_token_hash`` (the one they changed it from) goes on. Audited."""
     user = _user(session, user_id)

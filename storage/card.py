@@ -204,10 +204,8 @@ def dataset_card(
         "## Guidelines, sources and licenses",
         "",
         f"- guideline versions: {', '.join(map(str, guideline_versions)) or 'none recorded'}",
-        *(
-            f"- {literal(source)} ({literal(license or 'license unknown')}): {n:,} rows"
-            for (source, license), n in provenance.items()
-        ),
+        *(f"- {literal(source)} ({literal(license or 'license unknown')}): {n:,} rows"
+          for (source, license), n in provenance.items()),
         "",
         "Files: `dataset/` (datasets.load_from_disk), `parquet/` and `jsonl/` with one file per split.",
         "",

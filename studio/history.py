@@ -127,13 +127,9 @@ class RaterHistory(Service):
             )  # fmt: skip
         return [
             HistoryItem(
-                kind=str(row.kind),
-                item_id=row.id,
-                campaign=row.campaign,
-                at=row.at,
+                kind=str(row.kind), item_id=row.id, campaign=row.campaign, at=row.at,
                 prompt=_prompt_line(row.messages),
-                text=row.text,
-                choice=None if row.left is None else flip(row.preference, row.left),
+                text=row.text, choice=None if row.left is None else flip(row.preference, row.left),
                 revised=row.revised,
             )  # fmt: skip
             for row in rows
