@@ -7,9 +7,9 @@
     python benchmarks/load.py --engines sqlite --raters 200 --think 20    # raters who read before they submit
 
 Each run starts ``launch.py studio`` on a new database (a SQLite file, or a new PostgreSQL database on
-127.0.0.1:5432) holding the 3,852 distinct HH-RLHF helpful pairs (helpful-online and helpful-rejection-sampled: 50 raters
-finish the 1,135 of helpful-online alone within a minute; overlap k 3, no consent text, no
-calibration) and one account per rater. Every rater is a page of its own (``Page``: its own HTTP connection,
+127.0.0.1:5432) holding the 3,852 distinct HH-RLHF helpful pairs (helpful-online and helpful-rejection-sampled; 50
+raters finish helpful-online's 1,135 alone within a minute), overlap k 3, no consent text, no calibration, and one
+account per rater. Every rater is a page of its own (``Page``: its own HTTP connection,
 cookie and Gradio session, all raters in one asyncio loop) speaking Gradio's queue protocol as the studio's page
 does: it logs in (password, as a browser would), loads the app's config, asks for its campaign and its first pair,
 then submits judgment after judgment as the browser does (one call: the submit returns the next item), closed-loop

@@ -51,7 +51,9 @@ MIN_CALIBRATION_ANSWERS = 5
 """Fewer calibration answers than this say too little to put anyone on probation."""
 
 
-RATER, FIRST, NOW, K, ITEM = (bindparam(name) for name in ("rater", "first", "now", "k", "item"))
+RATER, FIRST, NOW, K, ITEM, CAMPAIGN, TASK = (
+    bindparam(name) for name in ("rater", "first", "now", "k", "item", "campaign", "task")
+)
 DOMAINS, FULL = bindparam("domains", expanding=True), bindparam("full", expanding=True)
 """What a queue statement is given at each call (``_queue_values``): built once per campaign, a statement costs
 less Python than building it anew, which was about half of the queue's work on a submit."""
@@ -163,8 +165,6 @@ def _has_room(*, session: Session, assignment: Assignment, campaign: Campaign, n
     values = {"now": now, "k": campaign.overlap_k, "first": 0}
     return _lock_if_room(session=session, queries=_queries(campaign, assignment.task), item_id=item_id, values=values)
 
-
-CAMPAIGN, TASK = bindparam("campaign"), bindparam("task")
 
 _HELD = (
     select(Assignment)
