@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func
+from sqlalchemy import bindparam, case, exists, func, true
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
@@ -43,14 +43,14 @@ _WRITTEN = (
 )
 
 
-def count_judged(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
-    """(since ``today``, in all): pairs of the campaign this rater judged, calibration items included."""
-    return tuple(session.exec(_JUDGED, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
+_judged, _written = _JUDGED.subquery(), _WRITTEN.subquery()
+_MINE = select(*_judged.c, *_written.c).select_from(_judged.join(_written, true()))  # one row of both, one statement
 
 
-def count_written(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int]:
-    """(since ``today``, in all): demonstrations this rater wrote for the campaign."""
-    return tuple(session.exec(_WRITTEN, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
+def count_mine(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int, int, int]:
+    """(judged since ``today``, judged in all, written since ``today``, written in all): the pairs of the campaign this
+    rater judged (calibration items included) and the demonstrations they wrote for it."""
+    return tuple(session.exec(_MINE, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
 
 
 def judgment_coverage(*, session: Session, campaign: Campaign, before: datetime | None = None) -> tuple[int, int]:

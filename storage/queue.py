@@ -215,14 +215,20 @@ def _next_regular_pair(*, session: Session, user: User, campaign: Campaign, now:
     return _first_open(session=session, queries=_queries(campaign, TaskKind.judgment), values=values)
 
 
+STANDING = "calibration_standing"  # the session.info key of the standings counted in this transaction
+
+
 def calibration_standing(
     *, session: Session, rater_id: int, campaign: Campaign, before: datetime | None = None
 ) -> tuple[int, int]:
     """(correct, answered) over the rater's last ``campaign.calibration_window`` first answers to calibration items
-    (given before ``before``, when set)."""
-    values = {"rater": rater_id, "campaign": campaign.id, "before": before}
-    rows = session.exec(_calibration_answers(campaign.calibration_window, before is not None), params=values).all()
-    return sum(preference in {expected, *accepted} for preference, expected, accepted in rows), len(rows)
+    (given before ``before``, when set). Kept in the session until ``record_judgment`` adds a judgment."""
+    known, key = session.info.setdefault(STANDING, {}), (rater_id, campaign.id, before)
+    if key not in known:  # a submit asks twice (probation, then the progress line): counted once
+        values = {"rater": rater_id, "campaign": campaign.id, "before": before}
+        rows = session.exec(_calibration_answers(campaign.calibration_window, before is not None), params=values).all()
+        known[key] = sum(preference in {expected, *accepted} for preference, expected, accepted in rows), len(rows)
+    return known[key]
 
 
 def on_probation(*, session: Session, rater_id: int, campaign: Campaign) -> bool:
@@ -383,6 +389,7 @@ def record_judgment(
         judgment, update={"rater_id": rater_id, "guideline_version": guideline_version, "server_time": now}
     )
     session.add(row)
+    session.info.pop(STANDING, None)
     if assignment is not None:
         assignment.closed_at = now
     session.flush()

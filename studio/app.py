@@ -116,5 +116,11 @@ def launch_studio(
             log.info("linked the first admin to the Hugging Face account %r", first_admin)
     # No allowed_paths: Gradio's file route serves nothing from the data folder; exports download through
     # studio.server's permission-checked route.
-    app.launch(show_error=True, **server.launch_kwargs(service), **LAUNCH_KWARGS, **launch_kwargs)
+    block = not launch_kwargs.pop("prevent_thread_lock", False)
+    app.launch(show_error=True, prevent_thread_lock=True, **server.launch_kwargs(service), **LAUNCH_KWARGS,
+               **launch_kwargs)  # fmt: skip
+    if not hf_oauth_enabled():
+        server.check_login_on_the_loop(app.server_app)
+    if block:
+        app.block_thread()
     return app

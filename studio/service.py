@@ -129,7 +129,8 @@ class Progress:
 
 
 def _feedback(session: Session, campaign: Campaign, judgment: Judgment) -> CalibrationFeedback | None:
-    """Training mode shows a calibration item's answer after the submit; audit mode and repeat items never do."""
+    """Training mode shows a calibration item's answer after the submit (of an item leased as one); audit mode and
+    repeat items never do."""
     if campaign.calibration_mode != CalibrationMode.training:
         return None
     item = queue.calibration_item(session=session, pair_id=judgment.pair_id)
@@ -217,13 +218,13 @@ class StudioService(RaterHistory):
     def _progress(self, session: Session, rater_id: int, campaign: Campaign) -> Progress:
         today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
         as_of = today if campaign.calibration_mode == CalibrationMode.audit else None
-        mine = {"session": session, "rater_id": rater_id, "campaign_id": campaign.id, "today": today}
         judged, written = self._campaign_coverage(session, campaign, as_of)
         correct, answered = queue.calibration_standing(
             session=session, rater_id=rater_id, campaign=campaign, before=as_of
         )
-        judged_today, judged_total = progress.count_judged(**mine)
-        written_today, written_total = progress.count_written(**mine)
+        judged_today, judged_total, written_today, written_total = progress.count_mine(
+            session=session, rater_id=rater_id, campaign_id=campaign.id, today=today
+        )
         return Progress(
             judged_today=judged_today,
             judged_total=judged_total,
@@ -310,7 +311,7 @@ class StudioService(RaterHistory):
                 now=utcnow(),
                 assignment=assignment,
             )
-            if (feedback := _feedback(session, campaign, row)) is not None:
+            if assignment.is_calibration and (feedback := _feedback(session, campaign, row)) is not None:
                 return JudgmentResult(judgment_id=row.id, feedback=feedback)
             try:
                 user, campaign = self._consented_rater_in(session, rater_id, campaign.id)
