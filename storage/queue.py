@@ -98,9 +98,10 @@ def _held(item: Any) -> Any:
 @dataclass(frozen=True)
 class OpenItemQueries:
     """A campaign's statements for one task: the open item closest to k (then the lowest id) that the rater has not
-    done or held, among those not in ``full``; and, for an item, its row locked and its claims counted."""
+    done or held, among those not in ``full`` (statements tried in turn, the first item found wins); and, for an
+    item, its row locked and its claims counted."""
 
-    first_open: Any
+    first_open: tuple
     lock: Any
     claims: Any
 
@@ -127,10 +128,24 @@ def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder)
         base = base.where(col(Prompt.id).not_in(seen))
     claims = _claims(campaign_id, task)
     loads = select(claims.c.item, func.count().label("load")).group_by(claims.c.item).subquery()
-    load = func.coalesce(loads.c.load, 0)
-    candidates = base.outerjoin(loads, loads.c.item == model.id).where(load < K, col(model.id).not_in(FULL))
+    open_items = base.where(col(model.id).not_in(FULL))
+    if before or after:  # an active order ranks every open item
+        load = func.coalesce(loads.c.load, 0)
+        ranked = open_items.outerjoin(loads, loads.c.item == model.id).where(load < K)
+        first_open: tuple = (ranked.order_by(*before, load.desc(), *after, model.id).limit(1),)
+    else:
+        # fifo: any claimed item with room comes before every unclaimed one. Two statements, the items in flight
+        # first (read from their claims, so that the database walks those alone), then the lowest unclaimed id,
+        # instead of ranking every open item (5 ms of SQLite a submit at 3,852 pairs).
+        open_claimed = open_items.where(model.id == loads.c.item).exists()
+        unclaimed = col(model.id).not_in(select(claims.c.item).where(claims.c.item.is_not(None)))
+        first_open = (
+            select(loads.c.item).where(loads.c.load < K, open_claimed)
+            .order_by(loads.c.load.desc(), loads.c.item).limit(1),
+            open_items.where(unclaimed).order_by(model.id).limit(1),
+        )  # fmt: skip
     return OpenItemQueries(
-        first_open=candidates.order_by(*before, load.desc(), *after, model.id).limit(1),
+        first_open=first_open,
         lock=select(model.id).where(model.id == ITEM).with_for_update(),
         claims=select(func.count()).select_from(claims).where(claims.c.item == ITEM),
     )
@@ -151,10 +166,20 @@ def _lock_if_room(*, session: Session, queries: OpenItemQueries, item_id: int, v
 def _first_open(*, session: Session, queries: OpenItemQueries, values: dict[str, Any]) -> int | None:
     """The open item ``queries`` find first, locked; None when all are full."""
     full: list[int] = []
-    while (item_id := session.exec(queries.first_open, params=values | {"full": full}).first()) is not None:
+    while (
+        item_id := _first_found(session=session, queries=queries.first_open, values=values | {"full": full})
+    ) is not None:
         if _lock_if_room(session=session, queries=queries, item_id=item_id, values=values):
             return item_id
         full.append(item_id)
+    return None
+
+
+def _first_found(*, session: Session, queries: tuple, values: dict[str, Any]) -> int | None:
+    """The item the first of ``queries`` that finds one finds."""
+    for query in queries:
+        if (item_id := session.exec(query, params=values).first()) is not None:
+            return item_id
     return None
 
 
