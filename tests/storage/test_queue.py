@@ -101,6 +101,18 @@ def test_overlap_k_is_respected_and_nearly_done_items_come_first(session, campai
     assert got[4] is None
 
 
+def test_a_started_pair_comes_before_a_lower_unstarted_one(session):
+    campaign = Campaign(name="k3", overlap_k=3, calibration_rate=0.0)
+    session.add(campaign)
+    session.flush()
+    low, started, _ = add_pairs(session, campaign, 3)
+    a, b, c, d, e = add_users(session, 5)
+    long_ago = utcnow() - 2 * LEASE
+    assert [lease_pair(session, r, campaign, now=long_ago).pair_id for r in (a, b, c)] == [low.id] * 3  # expire
+    judge(session, lease_pair(session, d, campaign, now=long_ago))  # the only claim that lasts
+    assert lease_pair(session, e, campaign).pair_id == started.id
+
+
 def test_a_rater_never_gets_the_same_pair_twice(session, campaign):
     campaign.overlap_k = 3
     pairs = add_pairs(session, campaign, 4)
