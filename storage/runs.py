@@ -88,10 +88,16 @@ def studio_events(*, session: Session, actions: tuple[str, ...] = (START, JOB, S
 
 
 def run_state(status: str, started: dict[str, Any] | None) -> str:
-    """The state to show for a row's ``status`` and its ``run.start`` details (None: not started from the studio)."""
-    if status != "running" or started is None:
+    """The state to show for a row's ``status`` and its ``run.start`` details (None: not started from the studio).
+    A run marks its row finished or failed a moment before its process writes its last lines and ends: until the
+    process on this machine ends it still shows running, so a view that stops refreshing has the whole log."""
+    if started is None or status not in ("running", "finished", "failed"):
         return status
-    return "running" if process_alive(started["pid"], started["run_name"], started.get("host")) else "interrupted"
+    here = started.get("host") in (None, socket.gethostname())
+    alive = process_alive(started["pid"], started["run_name"], started.get("host"))
+    if status == "running":
+        return "running" if alive else "interrupted"
+    return "running" if alive and here else status
 
 
 def campaign_export_ids(*, session: Session, campaign_id: int) -> set[int]:

@@ -28,7 +28,8 @@ from tests.studio.test_lead_tabs import client
 from tests.studio.test_lead_tabs import studio as lead_studio  # noqa: F401  (the fixture)
 
 # A run as launch.py train leaves it, by mode: finish (4 logged steps, metrics), hang (until stopped), die (exits
-# with its row still running, as a killed process would).
+# with its row still running, as a killed process would), linger (marks its row finished, then waits for a file
+# "release" in its folder before its last line).
 TRAIN = """
 import json, os, sys, time
 from pathlib import Path
@@ -57,6 +58,8 @@ metrics = {"train_loss": 0.5, "heldout_pairwise_accuracy": 0.75}
 with write_session(engine) as session, session.begin():
     run = session.query(TrainingRun).filter_by(name=name).one()
     run.status, run.metrics = "finished", metrics
+while mode == "linger" and not (Path(folder) / "release").exists():
+    time.sleep(0.05)
 print("training run finished")
 """
 JOB = "import sys; print('scored', sys.argv[1:]); sys.exit(0)"
@@ -178,6 +181,23 @@ def test_a_stopped_run_is_stopped_and_its_processes_are_gone(world):
     assert leads.past_runs(ids["lead"], ids["runs"])[0]["state"] == "stopped"
     with pytest.raises(ValidationFailed, match="is not running"):
         leads.stop_run(ids["lead"], ids["runs"], "long")
+
+
+def test_a_run_marked_finished_shows_running_until_its_process_has_written_its_last_line(world):
+    """The row turns finished before launch.py prints its last line and exits; a view showing finished then stopped
+    refreshing without that line (seen as a flaky browser test under CI's load)."""
+    leads, ids, modes = world
+    start(leads, ids, modes, "tail", "linger")
+    marked = wait(leads, ids, "tail", until=lambda view: getattr(_row(leads, "tail"), "status", "") == "finished")
+    assert marked.state == "running" and "training run finished" not in marked.log_tail
+    (Path(_row(leads, "tail").output_path) / "release").touch()
+    done = wait(leads, ids, "tail")
+    assert done.state == "finished" and "training run finished" in done.log_tail
+
+
+def _row(leads, name: str) -> TrainingRun | None:
+    with Session(leads.engine, expire_on_commit=False) as session:
+        return session.exec(select(TrainingRun).where(TrainingRun.name == name)).first()
 
 
 def test_a_run_whose_process_died_reads_interrupted_everywhere(world, capsys):
