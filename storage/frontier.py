@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import exists, func, update
+from sqlalchemy import bindparam, exists, func, update
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Judgment, Pair
@@ -49,18 +49,29 @@ def _first_not_full(*, session: Session, campaign_id: int, k: int, start: int) -
     return (last or 0) + 1
 
 
+_CAMPAIGN = bindparam("campaign")
+# The campaign's row unless another transaction holds it (another request storing a frontier: this one need not;
+# an erasure or a new k setting it back). The stored one is moved only from where this search began.
+_CLAIM = select(Campaign.id).where(Campaign.id == _CAMPAIGN).with_for_update(key_share=True, skip_locked=True)
+_MOVE = (
+    update(Campaign)
+    .where(col(Campaign.id) == _CAMPAIGN, col(Campaign.queue_frontier) == bindparam("start"))
+    .values(queue_frontier=bindparam("found"))
+)
+
+
 def frontier(*, session: Session, campaign: Campaign) -> int:
     """The campaign's frontier: no regular pair below it has room. Moves the stored one on (flushed, not committed)."""
     start, now = campaign.queue_frontier, time.monotonic()
     key = (session.get_bind().url.render_as_string(hide_password=False), campaign.id, campaign.overlap_k)
     with _lock:
         expires, known = _known.get(key, (0.0, -1))
-    if expires > now and known == start:  # the stored one is what this process found last: nothing set it back
-        return start
+        if expires > now and known == start:  # the stored one is what this process found last: nothing set it back
+            return start
+        _known[key] = (now + FRONTIER_SECONDS, start)  # meanwhile this process's other requests keep the stored one
     found = _first_not_full(session=session, campaign_id=campaign.id, k=campaign.overlap_k, start=start)
-    if found != start:
-        campaign.queue_frontier = found
-        session.flush()
+    if found != start and session.exec(_CLAIM, params={"campaign": campaign.id}).first() is not None:
+        session.exec(_MOVE, params={"campaign": campaign.id, "start": start, "found": found})
     with _lock:
         _known[key] = (now + FRONTIER_SECONDS, found)
     return found

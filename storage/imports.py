@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session
 
 from storage import staging
+from storage.db import refresh_statistics
 from storage.formats import Records
 from storage.formats_files import storable_name
 from storage.formats_records import (
@@ -137,6 +138,7 @@ def import_file(
         published = staging.publish(
             engine=writer, job_id=job.id, report=asdict(report), sets_kind=sets_kind, chunk=limits.chunk_rows
         )
+        refresh_statistics(writer)
     finally:
         if writer is not engine:
             writer.dispose()

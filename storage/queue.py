@@ -5,10 +5,13 @@ are fewer than the campaign's ``overlap_k``. Every chain of revisions starts wit
 nothing, so counting those rows counts current versions.
 
 Among the open pairs the one closest to k comes first, then the lowest id (fifo); a campaign whose ``queue_order``
-is uncertainty or disagreement ranks them by its reward model's scores around that (storage.active).
+is uncertainty or disagreement ranks them by its reward model's scores around that (storage.active). A pair another
+rater is claiming at that moment is passed over for the next (``_first_open``): fifty raters asking at once would
+otherwise all wait on the first one's row lock on PostgreSQL.
 
 Claiming the last slot is race-free: on SQLite ``write_session`` holds the write lock from the first statement;
-on PostgreSQL the candidate row is locked ``FOR UPDATE`` and its load counted again before the lease is written.
+on PostgreSQL the candidate row is locked ``FOR NO KEY UPDATE`` and its load counted again before the lease is
+written.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ REPEAT_SHOWINGS = 2
 
 MIN_CALIBRATION_ANSWERS = 5
 """Fewer calibration answers than this say too little to put anyone on probation."""
+
+SPREAD = 8
+"""How many open items a queue statement reads at once, to try in turn (``_first_open``)."""
 
 
 RATER, FIRST, NOW, K, ITEM, CAMPAIGN, TASK = (
@@ -103,6 +109,7 @@ class OpenItemQueries:
 
     first_open: tuple
     lock: Any
+    try_lock: Any  # the row locked, or no row where another transaction holds it
     claims: Any
 
 
@@ -132,7 +139,7 @@ def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder)
     if before or after:  # an active order ranks every open item
         load = func.coalesce(loads.c.load, 0)
         ranked = open_items.outerjoin(loads, loads.c.item == model.id).where(load < K)
-        first_open: tuple = (ranked.order_by(*before, load.desc(), *after, model.id).limit(1),)
+        first_open: tuple = (ranked.order_by(*before, load.desc(), *after, model.id).limit(SPREAD),)
     else:
         # fifo: any claimed item with room comes before every unclaimed one. Two statements, the items in flight
         # first (read from their claims, so that the database walks those alone), then the lowest unclaimed id,
@@ -141,12 +148,15 @@ def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder)
         unclaimed = col(model.id).not_in(select(claims.c.item).where(claims.c.item.is_not(None)))
         first_open = (
             select(loads.c.item).where(loads.c.load < K, open_claimed)
-            .order_by(loads.c.load.desc(), loads.c.item).limit(1),
-            open_items.where(unclaimed).order_by(model.id).limit(1),
+            .order_by(loads.c.load.desc(), loads.c.item).limit(SPREAD),
+            open_items.where(unclaimed).order_by(model.id).limit(SPREAD),
         )  # fmt: skip
     return OpenItemQueries(
         first_open=first_open,
-        lock=select(model.id).where(model.id == ITEM).with_for_update(),
+        # NO KEY UPDATE: claimers exclude one another, not the raters whose judgment of the item (its foreign key
+        # takes KEY SHARE) is not committed yet
+        lock=select(model.id).where(model.id == ITEM).with_for_update(key_share=True),
+        try_lock=select(model.id).where(model.id == ITEM).with_for_update(key_share=True, skip_locked=True),
         claims=select(func.count()).select_from(claims).where(claims.c.item == ITEM),
     )
 
@@ -155,30 +165,45 @@ def _queries(campaign: Campaign, task: TaskKind) -> OpenItemQueries:
     return open_item_queries(campaign.id, task, campaign.queue_order)
 
 
-def _lock_if_room(*, session: Session, queries: OpenItemQueries, item_id: int, values: dict[str, Any]) -> bool:
-    """Lock the item's row, then count its claims: another rater may have taken the last slot meanwhile. (A SQLite
-    writer holds the database's write lock already.)"""
-    if session.get_bind().dialect.name != "sqlite":
-        session.exec(queries.lock, params={"item": item_id}).one()
+def _lock(*, session: Session, queries: OpenItemQueries, item_id: int, wait: bool = True) -> bool:
+    """Lock the item's row; without ``wait``, False where another transaction holds it. (A SQLite writer holds the
+    database's write lock already.)"""
+    if session.get_bind().dialect.name == "sqlite":
+        return True
+    return session.exec(queries.lock if wait else queries.try_lock, params={"item": item_id}).first() is not None
+
+
+def _room(*, session: Session, queries: OpenItemQueries, item_id: int, values: dict[str, Any]) -> bool:
+    """Whether the item's claims, counted again under its lock, leave room: another rater may have taken the last
+    slot meanwhile."""
     return session.exec(queries.claims, params=values | {"item": item_id}).one() < values["k"]
 
 
+def _lock_if_room(*, session: Session, queries: OpenItemQueries, item_id: int, values: dict[str, Any]) -> bool:
+    return _lock(session=session, queries=queries, item_id=item_id) and _room(
+        session=session, queries=queries, item_id=item_id, values=values
+    )
+
+
 def _first_open(*, session: Session, queries: OpenItemQueries, values: dict[str, Any]) -> int | None:
-    """The open item ``queries`` find first, locked; None when all are full."""
+    """The open item ``queries`` find first, locked; None when all are full. An item another rater is claiming
+    (its row locked) is passed over, and waited for only when no other item is open: raters asking at once take
+    different items instead of queueing on one row lock."""
     full: list[int] = []
-    while (
-        item_id := _first_found(session=session, queries=queries.first_open, values=values | {"full": full})
-    ) is not None:
+    passed: list[int] = []
+    for query in queries.first_open:
+        while rows := session.exec(query, params=values | {"full": full + passed}).all():
+            for item_id in rows:
+                if not _lock(session=session, queries=queries, item_id=item_id, wait=False):
+                    passed.append(item_id)
+                elif _room(session=session, queries=queries, item_id=item_id, values=values):
+                    return item_id
+                else:
+                    full.append(item_id)
+            if len(rows) < SPREAD:  # it found every one there was
+                break
+    for item_id in passed:
         if _lock_if_room(session=session, queries=queries, item_id=item_id, values=values):
-            return item_id
-        full.append(item_id)
-    return None
-
-
-def _first_found(*, session: Session, queries: tuple, values: dict[str, Any]) -> int | None:
-    """The item the first of ``queries`` that finds one finds."""
-    for query in queries:
-        if (item_id := session.exec(query, params=values).first()) is not None:
             return item_id
     return None
 

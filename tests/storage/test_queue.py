@@ -2,7 +2,8 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+from sqlalchemy.exc import OperationalError
+from sqlmodel import select, text
 
 from storage import queue
 from storage.db import write_session
@@ -111,6 +112,30 @@ def test_a_started_pair_comes_before_a_lower_unstarted_one(session):
     assert [lease_pair(session, r, campaign, now=long_ago).pair_id for r in (a, b, c)] == [low.id] * 3  # expire
     judge(session, lease_pair(session, d, campaign, now=long_ago))  # the only claim that lasts
     assert lease_pair(session, e, campaign).pair_id == started.id
+
+
+def test_a_pair_another_rater_is_claiming_is_passed_over_and_waited_for_only_when_nothing_else_is_open(engine):
+    """Fifty raters asking at once on PostgreSQL used to queue on the row lock of the one pair closest to k."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite lets one writer in at a time: no other transaction holds a row")
+    with write_session(engine) as session, session.begin():
+        campaign = Campaign(name="locks", overlap_k=2, calibration_rate=0.0)
+        session.add(campaign)
+        session.flush()
+        first, second = add_pairs(session, campaign, 2)
+        ann, bob, cat = add_users(session, 3)
+    with write_session(engine) as claiming, claiming.begin():
+        claiming.exec(select(Pair).where(Pair.id == first.id).with_for_update(key_share=True)).one()
+        for rater in (ann, bob):
+            with write_session(engine) as session, session.begin():
+                session.exec(text("SET LOCAL lock_timeout = '300ms'"))  # a wait fails the test instead of hanging it
+                assert lease_pair(session, rater, campaign).pair_id == second.id
+        with write_session(engine) as session, session.begin():  # the second is full: cat waits for the first
+            session.exec(text("SET LOCAL lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError, match="lock"):
+                lease_pair(session, cat, campaign)
+    with write_session(engine) as session, session.begin():
+        assert lease_pair(session, cat, campaign).pair_id == first.id
 
 
 def test_a_rater_never_gets_the_same_pair_twice(session, campaign):
