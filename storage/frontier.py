@@ -16,6 +16,7 @@ import threading
 import time
 
 from sqlalchemy import bindparam, exists, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from storage.models import CalibrationItem, Campaign, Judgment, Pair
@@ -61,7 +62,8 @@ _MOVE = (
 
 
 def frontier(*, session: Session, campaign: Campaign) -> int:
-    """The campaign's frontier: no regular pair below it has room. Moves the stored one on (flushed, not committed)."""
+    """The campaign's frontier: no regular pair below it has room. Moves the stored one on in this transaction, unless
+    another transaction holds the campaign's row; one request of this process searches at a time."""
     start, now = campaign.queue_frontier, time.monotonic()
     key = (session.get_bind().url.render_as_string(hide_password=False), campaign.id, campaign.overlap_k)
     with _lock:
@@ -71,7 +73,9 @@ def frontier(*, session: Session, campaign: Campaign) -> int:
         _known[key] = (now + FRONTIER_SECONDS, start)  # meanwhile this process's other requests keep the stored one
     found = _first_not_full(session=session, campaign_id=campaign.id, k=campaign.overlap_k, start=start)
     if found != start and session.exec(_CLAIM, params={"campaign": campaign.id}).first() is not None:
-        session.exec(_MOVE, params={"campaign": campaign.id, "start": start, "found": found})
+        moved = session.exec(_MOVE, params={"campaign": campaign.id, "start": start, "found": found}).rowcount
+        if moved:  # this transaction's copy follows, so that its next look needs no search
+            set_committed_value(campaign, "queue_frontier", found)
     with _lock:
         _known[key] = (now + FRONTIER_SECONDS, found)
     return found

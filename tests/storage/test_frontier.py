@@ -3,7 +3,8 @@ stored on the campaign, and goes back when an erasure or a larger k opens full p
 
 import random
 
-from sqlmodel import Session, select
+import pytest
+from sqlmodel import Session, select, text
 
 from storage import frontier as frontiers
 from storage.campaigns import update_campaign
@@ -90,3 +91,26 @@ def test_within_its_time_a_server_does_not_search_again_unless_the_stored_fronti
     with write_session(engine) as session, session.begin():
         update_campaign(session=session, campaign_id=campaign_id, changes=CampaignUpdate(overlap_k=3), actor_id=None)
     assert _judge(service, cat, campaign_id, 3) == pairs and searches == [0, 0]
+
+
+def test_a_request_finds_the_frontier_without_waiting_for_a_transaction_that_holds_the_campaign(engine, monkeypatch):
+    """Every request that searched used to store its frontier, one transaction after another on the campaign's row:
+    a second convoy on PostgreSQL at 50 raters. The one that finds the row held leaves the storing to a later one."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite lets one writer in at a time: no other transaction holds a row")
+    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 0.0)
+    campaign_id, pairs, (ann, bob, _) = _campaign(engine, pairs=3, raters=3)
+    service = StudioService(engine, lease_minutes=0, rng=random.Random(0))
+    _judge(service, ann, campaign_id, 1)
+    _judge(service, bob, campaign_id, 1)
+    with write_session(engine) as session, session.begin():
+        frontiers.forget(session=session)  # stored 0, as an erasure leaves it
+    with write_session(engine) as holder, holder.begin():
+        holder.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update(key_share=True)).one()
+        with write_session(engine) as session, session.begin():
+            session.exec(text("SET LOCAL lock_timeout = '300ms'"))  # a wait fails the test instead of hanging it
+            assert frontiers.frontier(session=session, campaign=session.get(Campaign, campaign_id)) == pairs[1]
+    assert _stored(engine, campaign_id) == 0
+    with write_session(engine) as session, session.begin():
+        assert frontiers.frontier(session=session, campaign=session.get(Campaign, campaign_id)) == pairs[1]
+    assert _stored(engine, campaign_id) == pairs[1]
