@@ -53,7 +53,7 @@ REPEAT_SHOWINGS = 2
 MIN_CALIBRATION_ANSWERS = 5
 """Fewer calibration answers than this say too little to put anyone on probation."""
 
-SPREAD = 8
+CANDIDATES = 8
 """How many open items a queue statement reads at once, to try in turn (``_first_open``)."""
 
 
@@ -139,7 +139,7 @@ def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder)
     if before or after:  # an active order ranks every open item
         load = func.coalesce(loads.c.load, 0)
         ranked = open_items.outerjoin(loads, loads.c.item == model.id).where(load < K)
-        first_open: tuple = (ranked.order_by(*before, load.desc(), *after, model.id).limit(SPREAD),)
+        first_open: tuple = (ranked.order_by(*before, load.desc(), *after, model.id).limit(CANDIDATES),)
     else:
         # fifo: any claimed item with room comes before every unclaimed one. Two statements, the items in flight
         # first (read from their claims, so that the database walks those alone), then the lowest unclaimed id,
@@ -148,8 +148,8 @@ def open_item_queries(campaign_id: int, task: TaskKind, queue_order: QueueOrder)
         unclaimed = col(model.id).not_in(select(claims.c.item).where(claims.c.item.is_not(None)))
         first_open = (
             select(loads.c.item).where(loads.c.load < K, open_claimed)
-            .order_by(loads.c.load.desc(), loads.c.item).limit(SPREAD),
-            open_items.where(unclaimed).order_by(model.id).limit(SPREAD),
+            .order_by(loads.c.load.desc(), loads.c.item).limit(CANDIDATES),
+            open_items.where(unclaimed).order_by(model.id).limit(CANDIDATES),
         )  # fmt: skip
     return OpenItemQueries(
         first_open=first_open,
@@ -200,7 +200,7 @@ def _first_open(*, session: Session, queries: OpenItemQueries, values: dict[str,
                     return item_id
                 else:
                     full.append(item_id)
-            if len(rows) < SPREAD:  # it found every one there was
+            if len(rows) < CANDIDATES:  # it found every one there was
                 break
     for item_id in passed:
         if _lock_if_room(session=session, queries=queries, item_id=item_id, values=values):
