@@ -227,7 +227,13 @@ _SIDES_SHOWN = (
     .where(Assignment.rater_id == RATER, Assignment.campaign_id == CAMPAIGN, Assignment.task == TaskKind.judgment)
     .group_by(Assignment.left)
 )
-_LOCK_ASSIGNMENT = select(Assignment).where(Assignment.id == ITEM).with_for_update()
+_LOCK_OWN_ASSIGNMENT = (
+    select(User, Assignment, Campaign)
+    .join(Assignment, col(Assignment.rater_id) == User.id)
+    .join(Campaign, col(Campaign.id) == Assignment.campaign_id)
+    .where(User.id == RATER, Assignment.id == ITEM)
+    .with_for_update(of=[User, Assignment])  # never the campaign's row: every rater's submit reads it
+)
 
 
 @lru_cache(maxsize=64)
@@ -405,9 +411,14 @@ def calibration_item(*, session: Session, pair_id: int) -> CalibrationItem | Non
     return session.exec(_CALIBRATION_ITEM, params={"item": pair_id}).first()
 
 
-def lock_assignment(*, session: Session, assignment_id: int) -> Assignment | None:
-    """The assignment, locked so that two submissions of it cannot both pass the open check."""
-    return session.exec(_LOCK_ASSIGNMENT, params={"item": assignment_id}).first()
+def lock_own_assignment(
+    *, session: Session, rater_id: int, assignment_id: int
+) -> tuple[User, Assignment, Campaign] | None:
+    """The rater's account and their assignment, both locked (two submissions of it cannot both pass the open check,
+    nor one rater's two requests both take a lease), and its campaign: one statement where a submit took three.
+    None when the assignment is not the rater's."""
+    row = session.exec(_LOCK_OWN_ASSIGNMENT, params={"rater": rater_id, "item": assignment_id}).first()
+    return None if row is None else tuple(row)
 
 
 def lock_judgment(*, session: Session, judgment_id: int) -> Judgment | None:

@@ -40,6 +40,9 @@ SIGNING_IN = threading.BoundedSemaphore(os.cpu_count() or 1)
 waits its turn instead of sharing the cores between dozens of argon2 hashes (each holding its memory) and the
 connections raters need for their submits."""
 
+LOCKED_USERS = "locked_users"
+"""The session.info key of the accounts this transaction has locked (``Service._active_user``)."""
+
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # PostgreSQL serialisation failure, deadlock detected
 ATTEMPTS = 4
 
@@ -208,9 +211,15 @@ class Service:
         revoked session."""
         if not token:
             return None
-        with Session(self.engine) as session:
-            user = login_sessions.session_user(session=session, token_hash=self.login.hash_token(token), now=utcnow())
-            return None if user is None else (user.id, user.username)
+        hashed = self.login.hash_token(token)
+        for attempt in (1, 2):  # every request's first statement: the one that meets a connection dropped idle
+            try:
+                with Session(self.engine) as session:
+                    user = login_sessions.session_user(session=session, token_hash=hashed, now=utcnow())
+                    return None if user is None else (user.id, user.username)
+            except DBAPIError as error:
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
 
     def session_user(self, token: str | None) -> int:
         """The id of the account behind a session token; PermissionDenied once the session has ended."""
@@ -266,7 +275,7 @@ class Service:
     def _active_user(session: Session, user_id: int) -> User:
         # Locked: one user's simultaneous requests (a double click, two tabs) must not take two leases. Once per
         # transaction (each attempt has a new session): a submit asks for its own item, then for the next.
-        locked = session.info.setdefault("locked_users", {})
+        locked = session.info.setdefault(LOCKED_USERS, {})
         if (user := locked.get(user_id)) is None:
             user = locked[user_id] = session.get(User, user_id, with_for_update=True)
         if user is None or not user.active:

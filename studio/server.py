@@ -79,17 +79,20 @@ def launch_kwargs(service: Service, *, upload_mb: float | None = None) -> dict[s
 def check_login_on_the_loop(app: FastAPI) -> None:
     """Gradio checks the login before each API call in a plain function, which FastAPI runs on a worker thread: a
     thread hop of its own on every submit, to test a value for None. The same check as a coroutine, put in its place
-    with FastAPI's ``dependency_overrides``. Only with Concord's login: Gradio's check lets everyone through when
-    neither ``auth`` nor ``auth_dependency`` is set (Hugging Face OAuth)."""
-    check = next(d.dependency for route in app.router.routes for d in getattr(route, "dependencies", ())
-                 if d.dependency.__name__ == "login_check")  # fmt: skip
-    who = inspect.signature(check).parameters["user"].default  # Depends(get_current_user): one lookup a request
+    in each route's resolved dependencies (FastAPI's ``dependency_overrides`` would do it too, but makes FastAPI
+    inspect every dependency's signature again on every request: 5% of the studio's CPU under load). Only with
+    Concord's login: Gradio's check lets everyone through when neither ``auth`` nor ``auth_dependency`` is set
+    (Hugging Face OAuth)."""
+    checks = [d for route in app.router.routes for d in getattr(getattr(route, "dependant", None), "dependencies", ())
+              if d.call.__name__ == "login_check"]  # fmt: skip
+    who = inspect.signature(checks[0].call).parameters["user"].default  # Depends(get_current_user): one lookup
 
     async def login_check(user: str | None = who) -> None:
         if user is None:
             raise HTTPException(401, detail={"error": "Not authenticated", "auth_message": None})
 
-    app.dependency_overrides[check] = login_check
+    for dependency in checks:  # the same signature, so FastAPI's resolved parameters stay right
+        dependency.call = login_check
 
 
 def _policy(service: Service) -> str:

@@ -29,7 +29,7 @@ from storage.models import (
     User,
     utcnow,
 )
-from studio.access import PermissionDenied
+from studio.access import LOCKED_USERS, PermissionDenied
 from studio.history import RaterHistory
 from studio.validation import (
     JudgmentAnswer,
@@ -169,14 +169,19 @@ class StudioService(RaterHistory):
             counted = self._coverage[key] = (now + COVERAGE_SECONDS, judged, written)
         return counted[1], counted[2]
 
-    def _own_open_assignment(self, session: Session, rater_id: int, assignment_id: int, task: TaskKind) -> Assignment:
-        self._active_user(session, rater_id)
-        assignment = queue.lock_assignment(session=session, assignment_id=assignment_id)
-        if assignment is None or assignment.rater_id != rater_id or assignment.task != task:
+    def _own_open_assignment(
+        self, session: Session, rater_id: int, assignment_id: int, task: TaskKind
+    ) -> tuple[Assignment, Campaign]:
+        found = queue.lock_own_assignment(session=session, rater_id=rater_id, assignment_id=assignment_id)
+        if found is not None:
+            session.info.setdefault(LOCKED_USERS, {})[rater_id] = found[0]
+        self._active_user(session, rater_id)  # an inactive account is told so, whoever's the item
+        if found is None or found[1].task != task:
             raise PermissionDenied("This item is not assigned to you.")
+        _, assignment, campaign = found
         if assignment.closed_at is not None:
             raise ValidationFailed("This item was already submitted; ask for the next one.")
-        return assignment
+        return assignment, campaign
 
     def _consented_rater_in(self, session: Session, rater_id: int, campaign_id: int) -> tuple[User, Campaign]:
         user, campaign = self._rater_in(session, rater_id, campaign_id)
@@ -300,8 +305,7 @@ class StudioService(RaterHistory):
         first accept a new consent text or left the campaign (``progress`` None: ask ``next_pair``, which says why)."""
 
         def action(session: Session) -> JudgmentResult:
-            assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
-            campaign = self._campaign(session, assignment.campaign_id)
+            assignment, campaign = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.judgment)
             judgment = judgment_create(campaign, answer, pair_id=assignment.pair_id, left=assignment.left)
             row = queue.record_judgment(
                 session=session,
@@ -336,8 +340,7 @@ class StudioService(RaterHistory):
         """Store the rater's written response; a claim marked false blocks it."""
 
         def action(session: Session) -> int:
-            assignment = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.demonstration)
-            campaign = self._campaign(session, assignment.campaign_id)
+            assignment, campaign = self._own_open_assignment(session, rater_id, assignment_id, TaskKind.demonstration)
             if not (text or "").strip():
                 raise ValidationFailed("Write a response before submitting.")
             checked_claims = check_claims(claims)

@@ -2,9 +2,17 @@
 connection; when the database stays away the person is told so in words, never with SQL or driver text."""
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from storage.accounts import create_user
+from storage.db import write_session
+from storage.models import UserCreate
 from studio.access import ATTEMPTS, Service, Unavailable
+from studio.sessions import SessionArguments
+from tests.conftest import POSTGRES_URL
+
+PASSWORD = "correct horse battery"
 
 
 class Dropped(Exception):
@@ -42,3 +50,24 @@ def test_a_database_that_stays_away_is_told_in_words(engine, monkeypatch):
     told = str(refused.value)
     assert told.startswith("The database did not answer") and "nothing was saved" in told
     assert "SELECT" not in told and "57P01" not in told
+
+
+def test_a_request_after_a_database_restart_finds_its_session(engine):
+    """Pooled connections are not pinged before use (storage.db): one the server dropped fails its first
+    statement, and the request carries on on a new connection instead of telling the person to try again."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no server to restart")
+    with write_session(engine) as session, session.begin():
+        create_user(session=session, user=UserCreate(username="ada", password=PASSWORD))
+    service = Service(engine, login=SessionArguments(secret="s" * 32))
+    token = service.log_in("ada", PASSWORD).token
+    with engine.connect() as connection:  # the pool's one connection, as every request before it left it
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:  # what a restart does to every connection
+        assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    admin.dispose()
+
+    assert service.signed_in(token)[1] == "ada"
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid

@@ -1,5 +1,6 @@
 """The studio's login, sessions and files over HTTP, as a browser, gradio_client or an attacker reaches them."""
 
+import inspect
 import io
 import re
 import zipfile
@@ -44,7 +45,14 @@ def studio(tmp_path_factory):
             members.set_member(session=session, campaign=demo, user=lena, role=Role.lead, actor_id=None)
         app = launch_studio(StudioService(engine, login=SETTINGS), prevent_thread_lock=True, quiet=True)
         leads = LeadService(engine, login=SETTINGS)
-        yield {"url": app.local_url.rstrip("/"), "engine": engine, "leads": leads, "folder": folder, "demo": demo.id}
+        yield {
+            "app": app,
+            "url": app.local_url.rstrip("/"),
+            "engine": engine,
+            "leads": leads,
+            "folder": folder,
+            "demo": demo.id,
+        }
         app.close()
         engine.dispose()
 
@@ -81,6 +89,16 @@ def test_without_a_session_the_page_is_the_login_form_and_the_api_answers_401(st
     cookie = post_login(studio, "ada").headers["set-cookie"]
     signed_in = httpx.get(studio["url"] + "/", cookies={SETTINGS.cookie_name: _token(cookie)})
     assert "login-form" not in signed_in.text and "concord-campaign" in signed_in.text
+
+
+def test_the_login_check_runs_on_the_event_loop_and_no_dependency_is_resolved_again_per_request(studio):
+    """Gradio's plain-function check would hop to a worker thread on every call; FastAPI's dependency_overrides
+    would inspect every dependency's signature again on every request (studio.server.check_login_on_the_loop)."""
+    server = studio["app"].server_app
+    checks = [d.call for route in server.router.routes for d in getattr(getattr(route, "dependant", None),
+              "dependencies", ()) if d.call.__name__ == "login_check"]  # fmt: skip
+    assert checks and all(inspect.iscoroutinefunction(call) for call in checks)
+    assert not server.dependency_overrides
 
 
 def _token(set_cookie: str) -> str:
