@@ -14,16 +14,21 @@ start from the Space variable ``CONCORD_ADMIN_HF_USERNAME`` (studio.app.launch_s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gradio as gr
+from fastapi import HTTPException
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from studio.access import PermissionDenied, Service
+from studio.access import PermissionDenied, Service, Unavailable
+
+log = logging.getLogger(__name__)
 
 SESSION_CHECK_REUSE_S = 1.0
 """How long a handler trusts its own request's session check (``current_user``)."""
@@ -66,7 +71,11 @@ def signed_in_user(service: Service) -> Callable[[Request], Awaitable[str | None
 
     async def resolve(request: Request) -> str | None:
         token = session_token(service, request)
-        found = await run_in_threadpool(service.signed_in, token) if token else None
+        try:
+            found = await run_in_threadpool(service.signed_in, token) if token else None
+        except OperationalError as error:  # the database restarting: said in words, as a handler would say it
+            log.error("the database did not answer a session check: %s", error.orig)
+            raise HTTPException(503, detail=str(Unavailable())) from error
         if found:
             request.state.concord_session = (token, found[0], time.monotonic())  # for current_user, see there
         return found[1] if found else None

@@ -1,7 +1,11 @@
 """A database connection lost mid-transaction (a PostgreSQL restart): the whole action runs again on a new
 connection; when the database stays away the person is told so in words, never with SQL or driver text."""
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
+from fastapi import HTTPException
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -9,6 +13,7 @@ from storage.accounts import create_user
 from storage.db import write_session
 from storage.models import UserCreate
 from studio.access import ATTEMPTS, Service, Unavailable
+from studio.login import signed_in_user
 from studio.sessions import SessionArguments
 from tests.conftest import POSTGRES_URL
 
@@ -71,3 +76,19 @@ def test_a_request_after_a_database_restart_finds_its_session(engine):
     assert service.signed_in(token)[1] == "ada"
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+
+
+def test_a_session_check_while_the_database_is_away_answers_503_in_words(engine, monkeypatch):
+    """Every API call's session check runs before any handler (Gradio's auth_dependency): a database that does not
+    answer there must not come back as a bare 500 page the browser and gradio_client cannot read."""
+    service = Service(engine, login=SessionArguments(secret="s" * 32))
+
+    def away(token):
+        raise _lost()
+
+    monkeypatch.setattr(service, "signed_in", away)
+    request = SimpleNamespace(cookies={service.login.cookie_name: "a token"}, state=SimpleNamespace())
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(signed_in_user(service)(request))
+    assert refused.value.status_code == 503 and refused.value.detail.startswith("The database did not answer")
+    assert "SELECT" not in refused.value.detail
