@@ -2,8 +2,9 @@ import random
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
-from sqlmodel import select, text
+from sqlmodel import col, select, text
 
 from storage import queue
 from storage.db import write_session
@@ -136,6 +137,33 @@ def test_a_pair_another_rater_is_claiming_is_passed_over_and_waited_for_only_whe
                 lease_pair(session, cat, campaign)
     with write_session(engine) as session, session.begin():
         assert lease_pair(session, cat, campaign).pair_id == first.id
+
+
+def test_of_the_pairs_being_claimed_the_first_free_one_in_queue_order_is_leased(engine):
+    """The candidates are tried in one statement however many are held (storage.queue._lock_first): the held ones
+    are passed, the order of the rest is kept."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite lets one writer in at a time: no other transaction holds a row")
+    with write_session(engine) as session, session.begin():
+        campaign = Campaign(name="order", overlap_k=1, calibration_rate=0.0)
+        session.add(campaign)
+        session.flush()
+        pairs = [pair.id for pair in add_pairs(session, campaign, 4)]
+        ann, bob = add_users(session, 2)
+    with write_session(engine) as claiming, claiming.begin():
+        held = select(Pair).where(col(Pair.id).in_(pairs[::2])).with_for_update(key_share=True)
+        assert len(claiming.exec(held).all()) == 2
+        tries = []
+        event.listen(
+            engine,
+            "before_cursor_execute",
+            lambda *args: tries.append("FROM pair" in args[2] and "SKIP LOCKED" in args[2]),
+        )
+        for rater, expected in ((ann, pairs[1]), (bob, pairs[3])):
+            with write_session(engine) as session, session.begin():
+                session.exec(text("SET LOCAL lock_timeout = '300ms'"))
+                assert lease_pair(session, rater, campaign).pair_id == expected
+    assert sum(tries) == 2  # one each, where trying pair by pair took two (ann) and three (bob)
 
 
 def test_a_rater_never_gets_the_same_pair_twice(session, campaign):
