@@ -50,7 +50,10 @@ def make_engine(url: str | None = None) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=20)
+        # Thirty kept open, none beyond: a pool of 10 with 20 "overflow" connections closed each one it had no room
+        # for, and the studio opened 700-800 PostgreSQL sessions a minute at 50 raters (each a backend started, its
+        # prepared statements lost); kept, it opens 29 (docs/benchmarks.md).
+        return create_engine(url, pool_size=30, max_overflow=0)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
