@@ -80,7 +80,7 @@ def check_login_on_the_loop(app: FastAPI) -> None:
     """Gradio checks the login before each API call in a plain function, which FastAPI runs on a worker thread: a
     thread hop of its own on every submit, to test a value for None. The same check as a coroutine, put in its place
     in each route's resolved dependencies (FastAPI's ``dependency_overrides`` would do it too, but makes FastAPI
-    inspect every dependency's signature again on every request: 5% of the studio's CPU under load). Only with
+    inspect every dependency's signature again on every request: 3.5 % of the studio's Python under load). Only with
     Concord's login: Gradio's check lets everyone through when neither ``auth`` nor ``auth_dependency`` is set
     (Hugging Face OAuth)."""
     checks = [d for route in app.router.routes for d in getattr(getattr(route, "dependant", None), "dependencies", ())
