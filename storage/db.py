@@ -6,7 +6,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -108,6 +109,15 @@ def make_engine(url: str | None = None) -> Engine:
             writing.release()
 
     return engine
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for one user action that only reads, ended with COMMIT. Closing a session that only read sends
+    ROLLBACK, and psycopg forgets every prepared statement of the connection at a ROLLBACK: every request's session
+    check did, so PostgreSQL planned every statement of every request anew."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
 
 
 def write_session(engine: Engine) -> Session:

@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from storage import accounts, members
 from storage import sessions as login_sessions
 from storage.accounts import MAX_PASSWORD_CHARS
-from storage.db import write_session
+from storage.db import read_session, write_session
 from storage.models import AuditEvent, Campaign, Role, User, utcnow
 from studio.sessions import SessionArguments, minutes_until, new_token
 from studio.validation import ValidationFailed
@@ -125,7 +125,7 @@ class Service:
         until ``new_password`` replaces it."""
         now, name = utcnow(), username.strip()
         key, address = name.lower()[:64], address[:64]
-        with SIGNING_IN, Session(self.engine) as session:  # reads only: argon2 runs without SQLite's write lock
+        with SIGNING_IN, read_session(self.engine) as session:  # reads only: argon2 runs without SQLite's write lock
             locked = self._locked(session, key, address, now)
             if locked is None and len(password) <= MAX_PASSWORD_CHARS:
                 user = accounts.authenticate(session=session, username=name, password=password)
@@ -214,7 +214,7 @@ class Service:
         hashed = self.login.hash_token(token)
         for attempt in (1, 2):  # every request's first statement: the one that meets a connection dropped idle
             try:
-                with Session(self.engine) as session:
+                with read_session(self.engine) as session:
                     user = login_sessions.session_user(session=session, token_hash=hashed, now=utcnow())
                     return None if user is None else (user.id, user.username)
             except DBAPIError as error:
@@ -235,7 +235,7 @@ class Service:
 
     def user_id(self, username: str | None) -> int:
         """The id of the active account with this name (the command line and tests; requests go by session)."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             user_id = session.exec(select(User.id).where(User.username == username, User.active)).first()
         if user_id is None:
             raise PermissionDenied("Log in with an active account.")
@@ -245,7 +245,7 @@ class Service:
         """The id of the active user an admin linked to this Hugging Face account; none is ever created here."""
         if not (hf_username or "").strip():
             raise PermissionDenied("Sign in with Hugging Face first.")
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             query = select(User.id).where(func.lower(User.hf_username) == hf_username.strip().lower(), User.active)
             user_id = session.exec(query).first()
         if user_id is None:

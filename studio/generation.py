@@ -25,7 +25,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from storage.candidates import stored_samples
-from storage.db import data_dir
+from storage.db import data_dir, read_session
 from storage.models import AuditEvent, CampaignKind, Prompt
 from studio.access import Service
 from studio.validation import ValidationFailed
@@ -139,7 +139,7 @@ class GenerationService(Service):
 
     def generation_progress(self, actor_id: int, campaign_id: int) -> GenerationProgress:
         """The newest generation of the campaign: stored responses per model, and its state."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._lead_of(session, actor_id, campaign_id)
             events = session.exec(select(AuditEvent).where(AuditEvent.action == START)
                                   .order_by(col(AuditEvent.id).desc())).all()  # fmt: skip

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from storage import history, members, queue
+from storage.db import read_session
 from storage.demonstrations import is_current
 from storage.models import Campaign, Demonstration, DemonstrationCreate, Judgment, Pair, Prompt, Response, utcnow
 from studio.access import PermissionDenied, Service
@@ -115,7 +116,7 @@ class RaterHistory(Service):
         first, last = parse_day(since, "from"), parse_day(until, "to")
         if first and last and first > last:
             raise ValidationFailed(f"The 'from' date ({first}) is after the 'to' date ({last}).")
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             if campaign_id is None:
                 user = self._active_user(session, rater_id)
                 campaign_ids = [c.id for c in members.rateable_campaigns(session=session, user=user)]
@@ -137,7 +138,7 @@ class RaterHistory(Service):
 
     def open_judgment(self, rater_id: int, judgment_id: int) -> JudgmentView:
         """One of the rater's own current judgments, to read again or revise."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._active_user(session, rater_id)
             judgment = session.get(Judgment, judgment_id)
             if judgment is None or judgment.rater_id != rater_id:
@@ -160,7 +161,7 @@ class RaterHistory(Service):
 
     def open_demonstration(self, rater_id: int, demonstration_id: int) -> DemonstrationView:
         """One of the rater's own current demonstrations, to read again or revise."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._active_user(session, rater_id)
             demo = session.get(Demonstration, demonstration_id)
             if demo is None or demo.rater_id != rater_id:

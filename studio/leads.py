@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from storage import campaigns, imports, members, review
+from storage.db import read_session
 from storage.imports import ImportReport
 from storage.models import (
     PREFERENCE_SCALE,
@@ -256,7 +257,7 @@ class LeadService(AdminService, ExportService, ReviewService, GenerationService,
         name = self._transaction(lambda session: self._lead_of(session, actor_id, campaign_id)[1].name)
         report = quality_report(engine=self.engine, campaign=name, n_boot=n_boot)
         ids = [r["rater"] for r in report["raters"]]
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             names = dict(session.exec(select(User.pseudonym, User.username).where(col(User.id).in_(ids))).all())
         return with_names(report, names)
 

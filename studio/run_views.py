@@ -18,6 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from storage import run_folder
+from storage.db import read_session
 from storage.models import ExportRecord, TrainingRun, User
 from storage.run_folder import Progress
 from storage.runs import (
@@ -163,7 +164,7 @@ class RunViewService(Service):
         return run, start, jobs, stopped
 
     def _read_run(self, actor_id: int, campaign_id: int, run_name: str) -> tuple:
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             run, start, jobs, stopped = self._run_of(session, actor_id, campaign_id, run_name)
             if run is not None:
                 session.expunge(run)
@@ -213,7 +214,7 @@ class RunViewService(Service):
     def past_runs(self, actor_id: int, campaign_id: int) -> list[dict[str, str]]:
         """The campaign's runs as table rows (storage.runs.table_row), newest first; runs without a row yet first."""
         reap()
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._lead_of(session, actor_id, campaign_id)
             rows = [table_row(r) for r in run_rows(session=session, campaign_id=campaign_id)]
             pending = self._pending(session, campaign_id, {r["run"] for r in rows})
@@ -228,7 +229,7 @@ class RunViewService(Service):
         """The campaign's exports, newest first: filters, counts, raters by pseudonym, stale marks."""
         from studio.exports import _zip_name  # the same file name the Export tab's links give
 
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._lead_of(session, actor_id, campaign_id)
             query = (select(ExportRecord, User.username).join(User, col(ExportRecord.created_by) == User.id,
                      isouter=True).where(ExportRecord.campaign_id == campaign_id)
@@ -246,7 +247,7 @@ class RunViewService(Service):
 
     def export_card(self, actor_id: int, campaign_id: int, export_id: int) -> str:
         """The dataset card (README.md) of one of the campaign's exports."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._lead_of(session, actor_id, campaign_id)
             record = session.get(ExportRecord, int(export_id))
             if record is None or record.campaign_id != campaign_id:

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 from sqlmodel import Session, select
 
-from storage.db import data_dir
+from storage.db import data_dir, read_session
 from storage.models import AuditEvent, ExportRecord, TrainingRun, utcnow
 from storage.runs import JOB, START, STOP, studio_events
 from studio.run_views import CHILDREN, EXITED, JobView, RunView, RunViewService, alive, reap
@@ -202,7 +202,7 @@ class RunsService(RunViewService):
         env = {**os.environ, "CONCORD_DATABASE_URL": self.engine.url.render_as_string(hide_password=False),
                "CONCORD_DATA_DIR": str(data_dir().resolve()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
         with _starting:
-            with Session(self.engine) as session:
+            with read_session(self.engine) as session:
                 events = [e.details for e in studio_events(session=session, actions=(START, JOB))]
             running = sum(alive(d) for d in events)
             if running >= max_runs():
@@ -232,7 +232,7 @@ class RunsService(RunViewService):
         flags = (options or RunOptions()).flags() + parse_overrides(overrides)
         if (model or "").strip():
             flags += ["--model_name_or_path", model.strip()]
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             self._check_name(session, run_name)
         command = training_command(path, name, run_name, folder("runs"), flags)
         details = {"campaign_id": campaign_id, "run_name": run_name, "method": method, "kind": "train",
@@ -243,7 +243,7 @@ class RunsService(RunViewService):
     def stop_run(self, actor_id: int, campaign_id: int, run_name: str, grace_s: float = GRACE_S) -> RunView:
         """Stop a running run: SIGTERM to its process group, SIGKILL after ``grace_s``; its row reads ``stopped``."""
         reap()
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             run, start, _, _ = self._run_of(session, actor_id, campaign_id, run_name)
             status = run.status if run else "starting"
         if start is None:
@@ -286,7 +286,7 @@ class RunsService(RunViewService):
         run, _ = self._finished(actor_id, campaign_id, run_name)
         pairs = None
         if export_id not in (None, ""):
-            with Session(self.engine) as session:
+            with read_session(self.engine) as session:
                 record = session.get(ExportRecord, int(export_id))
             if record is None or record.campaign_id != campaign_id or record.kind not in ("preference", "reward"):
                 raise ValidationFailed(f"Evaluate on one of this campaign's preference or reward exports, not "

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from storage import members, progress, queue
+from storage.db import read_session
 from storage.models import (
     Assignment,
     CalibrationKind,
@@ -192,7 +193,7 @@ class StudioService(RaterHistory):
     def campaigns_for(self, username: str | None = None, *, user_id: int | None = None) -> list[tuple[str, int]]:
         """(name, id) of the campaigns this user (by login name, or by id) can work in."""
         user_id = self.user_id(username) if user_id is None else user_id
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             user = session.get(User, user_id)
             if user is None or not user.active:
                 raise PermissionDenied("This account is not active; ask a lead to reactivate it.")
@@ -216,7 +217,7 @@ class StudioService(RaterHistory):
     def progress(self, rater_id: int, campaign_id: int) -> Progress:
         """The rater's own progress line. In audit mode campaign and calibration figures stop at 00:00 UTC: a figure
         that moved right after a submit would tell the rater that the item was a calibration item."""
-        with Session(self.engine) as session:
+        with read_session(self.engine) as session:
             _, campaign = self._rater_in(session, rater_id, campaign_id)
             return self._progress(session, rater_id, campaign)
 

@@ -80,6 +80,7 @@ def test_a_larger_k_and_an_erasure_open_full_pairs_again(engine, monkeypatch):
 
 
 def test_within_its_time_a_server_does_not_search_again_unless_the_stored_frontier_was_set_back(engine, monkeypatch):
+    monkeypatch.setattr(frontiers, "FRONTIER_SECONDS", 60.0)  # longer than the test, however slow the machine
     campaign_id, pairs, (ann, bob, cat) = _campaign(engine, pairs=3, raters=3)
     searches = []
     search = frontiers._first_not_full
