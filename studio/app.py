@@ -126,8 +126,9 @@ def launch_studio(
         server.check_login_on_the_loop(app.server_app)
     if block:
         # The server's heap as built (Gradio, FastAPI, SQLAlchemy, the app) is left out of every later collection, and
-        # the youngest generation is collected less often: under 50 raters the collector had taken 6.0 s of the
-        # server's 62 s of CPU, full collections scanning that heap again and again; 1.3 s since (docs/benchmarks.md).
+        # the youngest generation is collected less often: in a minute of 50 raters the collector had taken about 5 s
+        # of the server's 60 s of CPU, full collections walking that heap again and again; since, about 0.6 s
+        # (docs/benchmarks.md, "garbage collector").
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_ALLOCATIONS)
