@@ -57,15 +57,20 @@ def test_a_database_that_stays_away_is_told_in_words(engine, monkeypatch):
     assert "SELECT" not in told and "57P01" not in told
 
 
+def _ada_signed_in(engine) -> tuple[Service, str]:
+    """A service on ``engine`` and the session token of its one account, ada."""
+    with write_session(engine) as session, session.begin():
+        create_user(session=session, user=UserCreate(username="ada", password=PASSWORD))
+    service = Service(engine, login=SessionArguments(secret="s" * 32))
+    return service, service.log_in("ada", PASSWORD).token
+
+
 def test_a_request_after_a_database_restart_finds_its_session(engine):
     """Pooled connections are not pinged before use (storage.db): one the server dropped fails its first
     statement, and the request carries on on a new connection instead of telling the person to try again."""
     if engine.dialect.name == "sqlite":
         pytest.skip("SQLite has no server to restart")
-    with write_session(engine) as session, session.begin():
-        create_user(session=session, user=UserCreate(username="ada", password=PASSWORD))
-    service = Service(engine, login=SessionArguments(secret="s" * 32))
-    token = service.log_in("ada", PASSWORD).token
+    service, token = _ada_signed_in(engine)
     with engine.connect() as connection:  # the pool's one connection, as every request before it left it
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -100,10 +105,7 @@ def test_requests_that_only_read_keep_the_connections_prepared_statements(engine
     at 50 raters, 4.8 since). A read ends with COMMIT (storage.db.read_session)."""
     if engine.dialect.name == "sqlite":
         pytest.skip("SQLite prepares no statements on a server")
-    with write_session(engine) as session, session.begin():
-        create_user(session=session, user=UserCreate(username="ada", password=PASSWORD))
-    service = Service(engine, login=SessionArguments(secret="s" * 32))
-    token = service.log_in("ada", PASSWORD).token
+    service, token = _ada_signed_in(engine)
     for _ in range(10):  # psycopg prepares a statement at its sixth use on a connection
         assert service.signed_in(token)[1] == "ada"
     with engine.connect() as connection:  # the pool's one connection, as every request before it left it
