@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.exception_handlers import http_exception_handler
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -76,23 +76,45 @@ def launch_kwargs(service: Service, *, upload_mb: float | None = None) -> dict[s
     return kwargs
 
 
+def _routers_and_routes(router: Any) -> Any:
+    """(router, route) for every route under ``router``, those of included routers too: FastAPI 0.16x keeps an
+    included router whole (its routes built afresh, lazily, from their declarations), older ones copy its routes in."""
+    for route in router.routes:
+        if (included := getattr(route, "original_router", None)) is not None:
+            yield from _routers_and_routes(included)
+        else:
+            yield router, route
+
+
 def check_login_on_the_loop(app: FastAPI) -> None:
     """Gradio checks the login before each API call in a plain function, which FastAPI runs on a worker thread: a
     thread hop of its own on every submit, to test a value for None. The same check as a coroutine, put in its place
-    in each route's resolved dependencies (FastAPI's ``dependency_overrides`` would do it too, but makes FastAPI
-    inspect every dependency's signature again on every request: 3.5 % of the studio's Python under load). Only with
-    Concord's login: Gradio's check lets everyone through when neither ``auth`` nor ``auth_dependency`` is set
-    (Hugging Face OAuth)."""
-    checks = [d for route in app.router.routes for d in getattr(getattr(route, "dependant", None), "dependencies", ())
-              if d.call.__name__ == "login_check"]  # fmt: skip
-    who = inspect.signature(checks[0].call).parameters["user"].default  # Depends(get_current_user): one lookup
+    in each route's declared and resolved dependencies (FastAPI's ``dependency_overrides`` would do it too, but makes
+    FastAPI inspect every dependency's signature again on every request: 3.5 % of the studio's Python under load).
+    Only with Concord's login: Gradio's check lets everyone through when neither ``auth`` nor ``auth_dependency`` is
+    set (Hugging Face OAuth)."""
+    checks, changed = [], {}
+    for router, route in _routers_and_routes(app.router):
+        declared = getattr(route, "dependencies", None) or []
+        for i, depends in enumerate(declared):
+            if getattr(depends.dependency, "__name__", "") == "login_check":
+                checks.append((declared, i, depends.dependency))
+                changed[id(router)] = router
+        resolved = getattr(getattr(route, "dependant", None), "dependencies", ())
+        checks += [(None, d, d.call) for d in resolved if d.call.__name__ == "login_check"]
+    who = inspect.signature(checks[0][2]).parameters["user"].default  # Depends(get_current_user): one lookup
 
     async def login_check(user: str | None = who) -> None:
         if user is None:
             raise HTTPException(401, detail={"error": "Not authenticated", "auth_message": None})
 
-    for dependency in checks:  # the same signature, so FastAPI's resolved parameters stay right
-        dependency.call = login_check
+    for declared, where, _ in checks:  # the same signature, so FastAPI's resolved parameters stay right
+        if declared is None:
+            where.call = login_check
+        else:
+            declared[where] = Depends(login_check)
+    for router in changed.values():  # an included router's routes, if already built, are built again from their declarations
+        getattr(router, "_mark_routes_changed", lambda: None)()
 
 
 def _policy(service: Service) -> str:

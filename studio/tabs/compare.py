@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import gradio as gr
 
 from studio.login import current_user
@@ -65,6 +66,11 @@ KEYS = [
     ("M", "raw text instead of rendered markdown, and back"),
     ("N", "next item · G guidelines · ? this list (Esc closes it)"),
 ]
+SUBMITS_AT_ONCE = 6
+"""Submits that run at once; the others wait their turn, in order, on the server's event loop. Left to Gradio's 40
+worker threads, 50 raters' submits all ran at once, taking the interpreter's lock from one another at every
+database round trip: a fifth more of the server's CPU a submit and a slower, more scattered answer (50 raters on
+PostgreSQL, docs/benchmarks.md "submits at once"). Six keep the database busy while one is in Python."""
 HINT = "**1–5** choose · **B** both bad · **A S D…** rubric · **R** reasoning · **Ctrl+Enter** submit · **?** all keys"
 
 
@@ -165,7 +171,7 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
     # Gradio injects request and profile first: they cannot follow *rest. The submit runs outside Gradio's queue (see
     # below), where the browser shows no error's message: a refusal is said on the status line instead, and every
     # other output is left as it is, so the form keeps what the rater wrote.
-    def on_submit(request: gr.Request, profile: gr.OAuthProfile | None, current, campaign_id, choice, bad, *rest):
+    def submit_now(request: gr.Request, profile: gr.OAuthProfile | None, current, campaign_id, choice, bad, *rest):
         if current is None:
             return {header.status: f"{NOT_SUBMITTED} There is no item on screen: press Next item."}
         (pair_task, shown_at, submitted), (*score_values, text, conf) = current, rest
@@ -199,12 +205,18 @@ def build_compare_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab
         told_panel = {feedback: gr.update(value=feedback_text(told), visible=True)}
         return done | told_panel | header.show(progress, "judgment")
 
+    turns: list[anyio.CapacityLimiter] = []  # made on the server's event loop, at the first submit
+
+    async def on_submit(request: gr.Request, profile: gr.OAuthProfile | None, *values):
+        turns or turns.append(anyio.CapacityLimiter(SUBMITS_AT_ONCE))
+        return await anyio.to_thread.run_sync(submit_now, request, profile, *values, limiter=turns[0])
+
     submit_inputs = [task, campaign, *form]
     # Inputs arrive and outputs leave as the browser has them (text, numbers, choices), so Gradio's preprocess and
     # postprocess (one hand-off to a worker thread per input and per output, about 45 a submit) are left out. The
     # submit skips Gradio's queue: the browser posts it and reads the answer in one request, where a queued event
     # takes two and a stream of messages (about a fifth of a submit's server CPU). What the queue gave it, a bound
-    # on submits at once, Gradio's 40 worker threads give; a submit is a few milliseconds of database work.
+    # on submits at once, SUBMITS_AT_ONCE gives.
     submit.click(on_submit, submit_inputs, [*outputs, sent], api_name="submit_judgment", preprocess=False,
                  postprocess=False, queue=False, **slots.events())  # fmt: skip
     restored, *reloaded = keep_drafts(key, sent, form, loads)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -16,6 +17,7 @@ from storage.models import CalibrationItem, Campaign, Consent, Demonstration, Ju
 from studio.app import build_app, launch_studio
 from studio.login import current_user, hf_oauth_enabled
 from studio.service import PermissionDenied, StudioService
+from studio.tabs import compare
 from studio.tabs.rater import as_chat
 
 CRITERIA = [4, 4, 4, 3, 3, 3, 3, 3]  # the demo rubric has three criteria; the rest are hidden sliders
@@ -199,3 +201,39 @@ def test_a_session_holds_no_more_components_however_many_judgments_it_submits(sq
         assert held == held[:1] * 4
     finally:
         app.close()
+
+
+def test_submits_beyond_the_bound_wait_their_turn_and_every_one_is_stored(sqlite_engine, monkeypatch):
+    """Gradio's 40 worker threads let 50 raters' submits run at once, each taking the interpreter's lock from the
+    others at every database round trip (studio.tabs.compare.SUBMITS_AT_ONCE)."""
+    monkeypatch.setattr(compare, "SUBMITS_AT_ONCE", 2)
+    seed_demo(sqlite_engine)
+    demo_campaign(sqlite_engine, consent_text="", calibration_rate=0.0)
+    names = [f"rater{n}" for n in range(6)]
+    with write_session(sqlite_engine) as session, session.begin():
+        for name in names:
+            create_user(session=session, user=UserCreate(username=name, password="password1"))
+    running, most = [], []
+
+    class Slow(StudioService):
+        def submit_judgment(self, *args, **kwargs):
+            running.append(1)
+            most.append(len(running))
+            time.sleep(0.3)
+            running.pop()
+            return super().submit_judgment(*args, **kwargs)
+
+    app = launch_studio(Slow(sqlite_engine), prevent_thread_lock=True, quiet=True)
+    try:
+        raters = [Client(app.local_url, auth=(name, "password1"), verbose=False) for name in names]
+        for rater in raters:
+            (campaign,) = [value for _, value in rater.predict(api_name="/campaigns")[1]["choices"]]
+            rater.predict(campaign, api_name="/next_pair")
+        jobs = [rater.submit(campaign, -1, False, *CRITERIA, REASONING, 4, api_name="/submit_judgment")
+                for rater in raters]  # fmt: skip
+        assert all("Saved" in job.result(timeout=30)[0] for job in jobs)
+    finally:
+        app.close()
+    assert max(most) == 2
+    with Session(sqlite_engine) as session:
+        assert len(session.exec(select(Judgment)).all()) == len(names)

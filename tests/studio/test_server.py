@@ -1,10 +1,10 @@
 """The studio's login, sessions and files over HTTP, as a browser, gradio_client or an attacker reaches them."""
 
-import inspect
 import io
 import re
 import zipfile
 
+import anyio.to_thread
 import httpx
 import pytest
 from gradio_client import Client
@@ -91,14 +91,29 @@ def test_without_a_session_the_page_is_the_login_form_and_the_api_answers_401(st
     assert "login-form" not in signed_in.text and "concord-campaign" in signed_in.text
 
 
-def test_the_login_check_runs_on_the_event_loop_and_no_dependency_is_resolved_again_per_request(studio):
-    """Gradio's plain-function check would hop to a worker thread on every call; FastAPI's dependency_overrides
-    would inspect every dependency's signature again on every request (studio.server.check_login_on_the_loop)."""
-    server = studio["app"].server_app
-    checks = [d.call for route in server.router.routes for d in getattr(getattr(route, "dependant", None),
-              "dependencies", ()) if d.call.__name__ == "login_check"]  # fmt: skip
-    assert checks and all(inspect.iscoroutinefunction(call) for call in checks)
-    assert not server.dependency_overrides
+def test_the_login_check_runs_on_the_event_loop_and_no_dependency_is_resolved_again_per_request(studio, monkeypatch):
+    """Gradio's plain-function check would hop to a worker thread on every call, on the routes of Gradio's included
+    router too (/gradio_api/run, /queue/join: FastAPI 0.16x builds those afresh from their declarations); FastAPI's
+    dependency_overrides would inspect every dependency's signature again on every request
+    (studio.server.check_login_on_the_loop)."""
+    hopped = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def recording(func, *args, **kwargs):
+        hopped.append(getattr(getattr(func, "func", func), "__name__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", recording)
+    ada = client(studio, "ada")
+    ada.predict(api_name="/campaigns")  # queued: queue/join, then the event's stream
+    page = httpx.Client(base_url=studio["url"], cookies=ada.cookies)
+    config = page.get("/config").raise_for_status().json()
+    campaigns = next(d for d in config["dependencies"] if d.get("api_name") == "campaigns")
+    body = {"data": [], "fn_index": campaigns["id"], "session_hash": "x", "event_data": None, "trigger_id": None}
+    page.post(f"{config['api_prefix']}/run/campaigns", json=body).raise_for_status()  # unqueued, as a submit is
+    assert "on_load" in hopped and "signed_in" in hopped  # the handler and the session lookup: what must hop
+    assert "login_check" not in hopped
+    assert not studio["app"].server_app.dependency_overrides
 
 
 def _token(set_cookie: str) -> str:
