@@ -113,7 +113,7 @@ def check_login_on_the_loop(app: FastAPI) -> None:
             where.call = login_check
         else:
             declared[where] = Depends(login_check)
-    for router in changed.values():  # an included router's routes, if already built, are built again from their declarations
+    for router in changed.values():  # an included router's routes, if built already, are built again from declarations
         getattr(router, "_mark_routes_changed", lambda: None)()
 
 
