@@ -93,26 +93,24 @@ def check_login_on_the_loop(app: FastAPI) -> None:
     FastAPI inspect every dependency's signature again on every request: 3.5 % of the studio's Python under load).
     Only with Concord's login: Gradio's check lets everyone through when neither ``auth`` nor ``auth_dependency`` is
     set (Hugging Face OAuth)."""
-    checks, changed = [], {}
+    declared, resolved, changed = [], [], {}  # (list, index) of each Depends; each resolved dependency; routers
     for router, route in _routers_and_routes(app.router):
-        declared = getattr(route, "dependencies", None) or []
-        for i, depends in enumerate(declared):
+        for i, depends in enumerate(getattr(route, "dependencies", None) or []):
             if getattr(depends.dependency, "__name__", "") == "login_check":
-                checks.append((declared, i, depends.dependency))
-                changed[id(router)] = router
-        resolved = getattr(getattr(route, "dependant", None), "dependencies", ())
-        checks += [(None, d, d.call) for d in resolved if d.call.__name__ == "login_check"]
-    who = inspect.signature(checks[0][2]).parameters["user"].default  # Depends(get_current_user): one lookup
+                declared.append((route.dependencies, i))
+                changed[id(router)], gradios = router, depends.dependency
+        resolved += [d for d in getattr(getattr(route, "dependant", None), "dependencies", ())
+                     if d.call.__name__ == "login_check"]  # fmt: skip
+    who = inspect.signature(gradios).parameters["user"].default  # Depends(get_current_user): one lookup
 
     async def login_check(user: str | None = who) -> None:
         if user is None:
             raise HTTPException(401, detail={"error": "Not authenticated", "auth_message": None})
 
-    for declared, where, _ in checks:  # the same signature, so FastAPI's resolved parameters stay right
-        if declared is None:
-            where.call = login_check
-        else:
-            declared[where] = Depends(login_check)
+    for dependency in resolved:  # the same signature, so FastAPI's resolved parameters stay right
+        dependency.call = login_check
+    for dependencies, i in declared:
+        dependencies[i] = Depends(login_check)
     for router in changed.values():  # an included router's routes, if built already, are built again from declarations
         getattr(router, "_mark_routes_changed", lambda: None)()
 
