@@ -188,20 +188,26 @@ def label_accuracy(rows: list[PairRecord], truth: dict[tuple[str, str], int]) ->
     return round(float(np.mean([truth[(p.response_a, p.response_b)] == p.preference for p in rows])), 3)
 
 
-def qc_against_naive(engine, folder: Path, size: dict, pairs, heldout: Dataset, seed: int) -> dict:
-    """Experiment 1: the rater pool judges through the real queue and service; then the naive and the
-    quality-controlled export of its campaign each train a reward model."""
+def judged_pool(engine, folder: Path, size: dict, pairs, seed: int) -> dict:
+    """The first ``pool_pairs`` of ``pairs`` as campaign rater_pool.POOL, judged by the mixed rater pool through the
+    real queue and service, their prior labels then removed; its figures."""
     import_pairs(engine, folder, rater_pool.POOL, pairs[: size["pool_pairs"]])
     pool = rater_pool.prepare_campaign(engine, MIXED_POOL, seed)
     started = time.perf_counter()
     n = rater_pool.simulate(engine, pool, seed)
     with write_session(engine) as session, session.begin():  # the truth must not reach an export as a prior label
         session.execute(update(Pair).where(Pair.campaign_id == pool.campaign_id).values(prior_preference=None))
-    figures = {"raters": MIXED_POOL, "pool_pairs": len(pool.truth), "judgments": n,
-               "simulate_s": round(time.perf_counter() - started)}  # fmt: skip
+    return {"raters": MIXED_POOL, "pool_pairs": len(pool.truth), "judgments": n,
+            "simulate_s": round(time.perf_counter() - started)}  # fmt: skip
+
+
+def qc_against_naive(engine, folder: Path, size: dict, pairs, heldout: Dataset, seed: int) -> dict:
+    """Experiment 1: the rater pool judges; then the naive and the quality-controlled export of its campaign each
+    train a reward model."""
+    figures = judged_pool(engine, folder, size, pairs, seed)
     for name, options in (("naive", NAIVE), ("quality_controlled", QC)):
         figures[name] = train_and_score(
-            engine, folder, rater_pool.POOL, name, size, heldout, seed, len(pool.truth), options
+            engine, folder, rater_pool.POOL, name, size, heldout, seed, figures["pool_pairs"], options
         )
     figures["mcnemar_p"] = paired_p(figures["naive"], figures["quality_controlled"])
     return figures
@@ -229,15 +235,19 @@ def raters_at(share: float) -> list[str]:
     return ["random"] * n_random + ["expert"] * (20 - n_random)
 
 
+def ladder_shares(targets, pairs, rng: random.Random) -> dict[float, float]:
+    """For each target alpha, the share of random raters (in steps of 0.05) whose judgments come closest to it,
+    measured on a sample of the pairs."""
+    shares = np.linspace(0, 1, 21)
+    measured = np.array([alpha(labelled(pairs[:400], raters_at(s), 3, None, rng)[1]) for s in shares])
+    return {target: float(shares[int(np.argmin(np.abs(measured - target)))]) for target in targets}
+
+
 def agreement_ladder(engine, folder: Path, size: dict, pairs, heldout: Dataset, seed: int) -> dict:
     """Experiment 3: the same number of pairs, labelled by 3 judgments each, at rising agreement."""
     rng, figures = random.Random(seed), {}
     truth = {(p.response_a, p.response_b): int(np.sign(p.preference)) for p in pairs}
-    # The share of random raters whose judgments come closest to each target alpha, found on a sample of the pairs.
-    shares = np.linspace(0, 1, 21)
-    measured = np.array([alpha(labelled(pairs[:400], raters_at(s), 3, None, rng)[1]) for s in shares])
-    for target in size["alphas"]:
-        share = float(shares[int(np.argmin(np.abs(measured - target)))])
+    for target, share in ladder_shares(size["alphas"], pairs, rng).items():
         rows, judgments = labelled(pairs, raters_at(share), 3, size["ladder_pairs"], rng)
         name = f"alpha-{target}"
         import_pairs(engine, folder, name, rows)
