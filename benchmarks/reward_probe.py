@@ -13,8 +13,9 @@ whose score is linear in the features; it trains in a second, so every measureme
 1. **Backbones**: each pair scored out of fold (5 folds grouped by prompt), against HH-RLHF's labels; McNemar's exact
    test between the two backbones' best heads, on the same pairs.
 2. **The quality proof with this head** (benchmarks/quality_proof.py's three experiments, with its split, simulated
-   rater pool, exports and labels, on several seeds): QC against naive, excellent against mediocre labels by size,
-   and the agreement ladder. Held-out pairs are those whose prompts no simulated rater saw. Discordant pairs are
+   rater pool, exports and labels, on several seeds): QC against naive (and QC's parts: flagged raters left out,
+   with majority or Dawid-Skene consensus, no contested pair dropped), excellent against mediocre labels by size, and
+   the agreement ladder. Held-out pairs are those whose prompts no simulated rater saw. Discordant pairs are
    summed over the seeds for one exact test (the seeds' held-out sets overlap, so it is a pooled, not an independent,
    test), and each seed's own McNemar p is given beside it.
 
@@ -64,10 +65,12 @@ RECIPES = {"minilm": ROOT / "recipes" / "smollm2-135m" / "reward.yaml",
 C_GRID = (0.0001, 0.001, 0.01, 0.1)  # inverse L2 strength, on standardised features
 FULL = {"pairs": None, "max_length": None, "seeds": (0, 1, 2, 3, 4), "proof": proof.FULL}
 QUICK = {"pairs": 240, "max_length": 48, "seeds": (0,), "proof": proof.QUICK}
-# quality_proof.NAIVE and QC, typed for export_campaign rather than for the command line
+# quality_proof.NAIVE and QC, typed for export_campaign rather than for the command line, and QC's parts on their own
 EXPORTS = {
     "naive": {"policy": "majority"},
     "quality_controlled": {"policy": "weighted", "exclude_flagged_raters": True, "min_agreement": 0.6},
+    "flagged_excluded": {"policy": "majority", "exclude_flagged_raters": True},
+    "flagged_excluded_weighted": {"policy": "weighted", "exclude_flagged_raters": True},
 }
 
 
@@ -272,7 +275,7 @@ def main() -> None:
                 "heldout_pairs": [s["heldout_pairs"] for s in per_seed],
                 "judgments": [s["judgments"] for s in per_seed],
                 "label_sets": {name: by_seed(label_sets, name, best) for name in label_sets[0]}}  # fmt: skip
-    comparisons = {"qc_against_naive": ("naive", "quality_controlled")}
+    comparisons = {f"{name}_against_naive": ("naive", name) for name in EXPORTS if name != "naive"}
     for good in size["proof"]["excellent"]:
         for many in size["proof"]["mediocre"]:
             comparisons[f"excellent-{good}_against_mediocre-{many}"] = (f"mediocre-{many}", f"excellent-{good}")
