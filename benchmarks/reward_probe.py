@@ -75,6 +75,7 @@ EXPORTS = {
 
 
 def key(prompt: list[dict], first: str, second: str) -> tuple[str, str, str]:
+    """What finds a pair's feature row: its prompt's hash and its two replies, in order."""
     return prompt_hash(prompt), first, second
 
 
