@@ -7,7 +7,7 @@ current judgments whose sign matches the label), confidence (the policy's certai
 storage.quality.consensus.array_consensus; null for prior and adjudicated labels), strength and both_bad (a majority
 of the judgments flagged both responses bad). Consensus is storage.quality.consensus's; with
 ``exclude_flagged_raters`` the raters storage.quality.flags flags under the campaign's calibration settings are left
-out before it.
+out before it, as are, always, the raters a lead excluded from the campaign (storage.members).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from storage.db import write_session
 from storage.demonstrations import newest_reviews
 from storage.export_models import model_shares, response_columns, unpaired_rows, with_unpaired
 from storage.frames import calibration_frame_for
+from storage.members import excluded_raters
 from storage.models import AuditEvent, Campaign, Demonstration, ExportRecord, Judgment, Pair, Prompt, Response, User
 from storage.quality.consensus import POLICIES
 from storage.selection import (
@@ -169,6 +170,11 @@ def _current_judgments(session: Session, campaign_id: int, pair_ids: np.ndarray)
     return {**current, "pair_index": pair_index[order], "row": order, "reasoning": judgments["reasoning"]}
 
 
+def _without(judgments: dict, leave_out: np.ndarray) -> dict:
+    """``_current_judgments`` less those where ``leave_out``."""
+    return {name: column if name == "reasoning" else column[~leave_out] for name, column in judgments.items()}
+
+
 def _lists(lengths: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), values)
 
@@ -228,11 +234,14 @@ def preference_rows(
     pairs = _read(session, query.where(Pair.campaign_id == campaign_id).order_by(Pair.id))
     judgments = _current_judgments(session, campaign_id, pairs["id"].to_numpy())
     calibration = calibration_frame_for(session=session, campaign_id=campaign_id)
+    excluded = np.isin(judgments["rater_id"], session.exec(excluded_raters(campaign_id)).all())
+    judgments = _without(judgments, excluded)  # raters a lead excluded from the campaign (storage.members)
     flagged = flagged_raters_for(session=session, campaign_id=campaign_id, calibration=calibration) \
         if exclude_flagged_raters else {}  # fmt: skip
     if flagged:  # before consensus: a flagged rater's judgments neither vote nor train Dawid-Skene
-        own = np.isin(judgments["rater_id"], [rater["rater_id"] for rater in flagged["excluded_raters"]])
-        judgments = {name: column if name == "reasoning" else column[~own] for name, column in judgments.items()}
+        judgments = _without(
+            judgments, np.isin(judgments["rater_id"], [rater["rater_id"] for rater in flagged["excluded_raters"]])
+        )
     prior = pairs["prior_preference"].to_numpy().astype(float)  # nulls become NaN
     decisions = decisions_for(session=session, campaign_id=campaign_id, pair_ids=pairs["id"].to_numpy())
     gold = gold_labels_for(session=session, campaign_id=campaign_id, pair_ids=pairs["id"].to_numpy())
@@ -249,6 +258,7 @@ def preference_rows(
     figures |= calibration_figures(calibration, pair_ids=pairs["id"].to_numpy(), pair_index=judgments["pair_index"],
                                    rater=judgments["rater_id"], preference=judgments["preference"],
                                    exported_raters=np.unique(raters))  # fmt: skip
+    figures["judgments left out: their raters were excluded from the campaign"] = int(excluded.sum())
     # One count per label source, so they add up to the rows (a judged pair a lead decided counts as decided).
     sources = labels["source"][kept]
     figures["rows labelled by judgments"] = int((sources == "judgments").sum())

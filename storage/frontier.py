@@ -1,8 +1,9 @@
 """Where a campaign's open pairs begin: every regular pair below its *frontier* has k current judgments, so the work
 queue looks only at pairs from there on and its cost does not grow with the judgments a campaign has collected.
 
-Judgments only accumulate (a revision replaces one), so a pair below the frontier stays full. Two things can open
-one again, and both set the stored frontier back to 0: an erasure and a larger overlap k. New pairs come with higher
+Judgments only accumulate (a revision replaces one), so a pair below the frontier stays full. Three things can open
+one again, and each sets the stored frontier back to 0: an erasure, a larger overlap k, and a rater excluded from
+the campaign (whose judgments stop counting: storage.members). New pairs come with higher
 ids. The frontier is stored on the campaign (``queue_frontier``) and moved on from there at most every
 ``FRONTIER_SECONDS`` per server process, in one pass over the judgments of the pairs past it; in between it may lag
 behind pairs filled meanwhile, and every queue statement reads the judgments of the pairs it lags behind. A stored
@@ -20,6 +21,7 @@ from sqlalchemy import bindparam, exists, func, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
+from storage.members import excluded_raters
 from storage.models import CalibrationItem, Campaign, Judgment, Pair
 
 FRONTIER_SECONDS = 1.0
@@ -36,6 +38,7 @@ def _first_not_full(*, session: Session, campaign_id: int, k: int, start: int) -
     counts = (
         select(Judgment.pair_id, func.count().label("n"))
         .where(Judgment.pair_id >= start, col(Judgment.supersedes_id).is_(None))
+        .where(col(Judgment.rater_id).not_in(excluded_raters(campaign_id)))
         .group_by(Judgment.pair_id)
         .subquery()
     )

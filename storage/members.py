@@ -1,4 +1,10 @@
-"""Who may work on or run which campaign: campaign membership and consent, as queries, and membership changes."""
+"""Who may work on or run which campaign: campaign membership and consent, as queries, and membership changes.
+
+A lead may *exclude* a rater from a campaign (a member whose role is ``excluded``): they may no longer work on it,
+and their judgments of it leave its exports and stop counting toward its overlap k, so the pairs they judged go back
+to the queue for others (storage.queue, storage.frontier, storage.export). The judgments stay in the database (the
+quality report still shows the rater); taking the member off the campaign lets them count again.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,13 @@ def _raters(campaign_id: int) -> Any:
     return exists().where(CampaignMember.campaign_id == campaign_id, CampaignMember.role == Role.rater)
 
 
+def excluded_raters(campaign_id: Any) -> Any:
+    """The ids of the users a lead excluded from the campaign, as a subquery."""
+    return select(CampaignMember.user_id).where(
+        CampaignMember.campaign_id == campaign_id, CampaignMember.role == Role.excluded
+    )
+
+
 def _member(campaign_id: int, user_id: int, role: Role) -> Any:
     return exists().where(
         CampaignMember.campaign_id == campaign_id, CampaignMember.user_id == user_id, CampaignMember.role == role
@@ -31,6 +44,7 @@ def _member(campaign_id: int, user_id: int, role: Role) -> Any:
 _MAY_RATE = select(
     ~_staging(bindparam("campaign"))
     & (_member(bindparam("campaign"), bindparam("user"), Role.rater) | ~_raters(bindparam("campaign")))
+    & ~_member(bindparam("campaign"), bindparam("user"), Role.excluded)
 )
 _CONSENTED = select(Consent.id).where(
     Consent.user_id == bindparam("user"),
@@ -52,8 +66,8 @@ def is_member(*, session: Session, campaign_id: int, user_id: int, role: Role) -
 
 
 def may_rate(*, session: Session, user: User, campaign_id: int) -> bool:
-    """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned). One query: it runs
-    on every submit."""
+    """A rater works on the campaigns they are assigned to, or on an open one (no rater assigned), unless excluded
+    from it. One query: it runs on every submit."""
     return bool(session.exec(_MAY_RATE, params={"campaign": campaign_id, "user": user.id}).one())
 
 
@@ -75,7 +89,13 @@ def rateable_campaigns(*, session: Session, user: User) -> list[Campaign]:
         CampaignMember.role == Role.rater,
     )
     has_raters = exists().where(CampaignMember.campaign_id == Campaign.id, CampaignMember.role == Role.rater)
-    return list(session.exec(select(Campaign).where(assigned | ~has_raters, _LIVE).order_by(Campaign.name)))
+    excluded = exists().where(
+        CampaignMember.campaign_id == Campaign.id,
+        CampaignMember.user_id == user.id,
+        CampaignMember.role == Role.excluded,
+    )
+    query = select(Campaign).where(assigned | ~has_raters, ~excluded, _LIVE)
+    return list(session.exec(query.order_by(Campaign.name)))
 
 
 def led_campaigns(*, session: Session, user: User) -> list[Campaign]:
@@ -112,9 +132,10 @@ def campaign_members(*, session: Session, campaign_id: int) -> list[tuple[Campai
 
 
 def set_member(*, session: Session, campaign: Campaign, user: User, role: Role, actor_id: int | None) -> bool:
-    """Make ``user`` a ``role`` member of ``campaign`` (a new member, or a changed role); False when already so."""
-    if role not in (Role.rater, Role.lead):
-        raise ValueError(f"a campaign member is a rater or a lead, not {role!r}")
+    """Make ``user`` a ``role`` member of ``campaign`` (a new member, or a changed role); False when already so. An
+    ``excluded`` member's judged pairs have room again (the campaign's queue frontier is set back)."""
+    if role not in (Role.rater, Role.lead, Role.excluded):
+        raise ValueError(f"a campaign member is a rater, a lead or excluded, not {role!r}")
     query = select(CampaignMember).where(CampaignMember.campaign_id == campaign.id, CampaignMember.user_id == user.id)
     member = session.exec(query.with_for_update()).first()
     if member is not None and member.role == role:
@@ -123,6 +144,8 @@ def set_member(*, session: Session, campaign: Campaign, user: User, role: Role, 
     if member is None:
         member = CampaignMember(campaign_id=campaign.id, user_id=user.id)
     member.role = role
+    if role == Role.excluded:
+        campaign.queue_frontier = 0  # storage.frontier
     session.add(member)
     session.add(AuditEvent(actor_id=actor_id, action="member.assign", target=campaign.name, details=details))
     session.flush()

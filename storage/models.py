@@ -40,6 +40,10 @@ class Role(StrEnum):
     rater = "rater"
     lead = "lead"
     admin = "admin"
+    excluded = "excluded"  # of a campaign member only: a rater a lead took off the campaign's work (storage.members)
+
+
+ACCOUNT_ROLES = (Role.rater, Role.lead, Role.admin)
 
 
 class CampaignKind(StrEnum):
@@ -400,7 +404,7 @@ class CampaignMember(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     user_id: int = Field(foreign_key="user.id", index=True)
-    role: Role = Field(default=Role.rater, sa_type=String(16))  # rater | lead
+    role: Role = Field(default=Role.rater, sa_type=String(16))  # rater | lead | excluded
     added_at: datetime = Field(default_factory=utcnow)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, exists, func, true
 from sqlmodel import Session, col, select
 
+from storage.members import excluded_raters
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
 
 _REGULAR_PAIR = ~exists().where(CalibrationItem.pair_id == Pair.id)
@@ -54,12 +55,14 @@ def count_mine(*, session: Session, rater_id: int, campaign_id: int, today: date
 
 
 def judgment_coverage(*, session: Session, campaign: Campaign, before: datetime | None = None) -> tuple[int, int]:
-    """(collected, needed): judgments of the campaign's regular pairs (before ``before``), and pairs x overlap_k."""
+    """(collected, needed): judgments of the campaign's regular pairs (before ``before``) that count toward k (not an
+    excluded rater's: storage.members), and pairs x overlap_k."""
     pairs = _count(session, select(func.count(Pair.id)).where(Pair.campaign_id == campaign.id, _REGULAR_PAIR))
     query = (
         select(func.count(Judgment.id))
         .join(Pair, col(Pair.id) == Judgment.pair_id)
         .where(Pair.campaign_id == campaign.id, _REGULAR_PAIR, col(Judgment.supersedes_id).is_(None))
+        .where(col(Judgment.rater_id).not_in(excluded_raters(campaign.id)))
     )
     collected = _count(session, query if before is None else query.where(Judgment.server_time < before))
     return collected, pairs * campaign.overlap_k

@@ -1,7 +1,8 @@
 """The work queue: which pair or prompt a rater gets next, leases, and recording what raters submit.
 
 An item is open while its current judgments (or rater-written demonstrations) plus its unexpired open leases
-are fewer than the campaign's ``overlap_k``. Every chain of revisions starts with one row that supersedes
+are fewer than the campaign's ``overlap_k``; the judgments of raters a lead excluded from the campaign do not count
+(storage.members). Every chain of revisions starts with one row that supersedes
 nothing, so counting those rows counts current versions.
 
 Among the open pairs the one closest to k comes first, then the lowest id (fifo); a campaign whose ``queue_order``
@@ -28,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from storage import active
 from storage.frontier import frontier
+from storage.members import excluded_raters
 from storage.models import (
     Assignment,
     CalibrationItem,
@@ -75,12 +77,12 @@ def _domain_allowed() -> Any:
 
 
 def _claims(campaign_id: int, task: TaskKind) -> Any:
-    """One row (``item``) per current rater-made judgment or demonstration, or unexpired open lease, of a campaign
-    (of its pairs from ``first`` on)."""
+    """One row (``item``) per current rater-made judgment (but those of raters excluded from the campaign) or
+    demonstration, or unexpired open lease, of a campaign (of its pairs from ``first`` on)."""
     if task == TaskKind.judgment:
         done = select(col(Judgment.pair_id).label("item")).join(Pair, col(Pair.id) == Judgment.pair_id)
         done = done.where(Pair.campaign_id == campaign_id, col(Judgment.supersedes_id).is_(None))
-        done = done.where(Judgment.pair_id >= FIRST)
+        done = done.where(Judgment.pair_id >= FIRST, col(Judgment.rater_id).not_in(excluded_raters(campaign_id)))
         leased_item = Assignment.pair_id
     else:
         done = select(col(Demonstration.prompt_id).label("item")).join(

@@ -13,16 +13,15 @@ from sqlmodel import Session, func, select
 
 from storage import accounts, erasure
 from storage.erasure import ErasureReport
-from storage.models import AuditEvent, Role, User, UserCreate, UserPublic
+from storage.models import ACCOUNT_ROLES, AuditEvent, Role, User, UserCreate, UserPublic
 from studio.access import Service
 from studio.validation import ValidationFailed, message
 
 
 def _role(role: str) -> Role:
-    try:
-        return Role(role)
-    except ValueError:
-        raise ValidationFailed(f"Role must be one of {', '.join(Role)} (got {role!r}).") from None
+    if role not in ACCOUNT_ROLES:
+        raise ValidationFailed(f"Role must be one of {', '.join(ACCOUNT_ROLES)} (got {role!r}).")
+    return Role(role)
 
 
 def clean_domains(domains: Sequence[str]) -> list[str]:

@@ -205,13 +205,16 @@ class LeadService(AdminService, ExportService, ReviewService, GenerationService,
 
     def assign(self, actor_id: int, campaign_id: int, username: str, role: str = "rater") -> MemberRow:
         """Add a member (or change their role in the campaign). Once it has a rater member, a campaign is closed to
-        the raters who are not members. Audited."""
+        the raters who are not members; an excluded one no longer works on it, and their judgments leave its exports
+        and its overlap count (storage.members). Audited."""
 
         def action(session: Session) -> MemberRow:
             campaign, user = self._member_change(session, actor_id, campaign_id, username)
-            if role not in (Role.rater, Role.lead):
-                raise ValidationFailed(f"A campaign member is a rater or a lead (got {role!r}).")
-            if not user.active:
+            if role not in (Role.rater, Role.lead, Role.excluded):
+                raise ValidationFailed(f"A campaign member is a rater, a lead or excluded (got {role!r}).")
+            if role == Role.excluded and user.id == actor_id:
+                raise ValidationFailed("You cannot exclude yourself; ask another lead or an admin.")
+            if not user.active and role != Role.excluded:
                 raise ValidationFailed(f"{username!r} is deactivated; an admin can reactivate the account.")
             if role == Role.lead and user.role == Role.rater:
                 raise ValidationFailed(f"{username!r} is a rater; an admin must make them a lead first.")

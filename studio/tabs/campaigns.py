@@ -236,7 +236,11 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
     with gr.Row():
         username = gr.Textbox(label="Username", elem_id="campaigns-member-username")
         role = gr.Radio(
-            ["rater", "lead"], value="rater", label="Role in this campaign", elem_id="campaigns-member-role"
+            ["rater", "lead", "excluded"],
+            value="rater",
+            label="Role in this campaign",
+            info="excluded: no more work here; their judgments leave the exports and their pairs go back to the queue",
+            elem_id="campaigns-member-role",
         )
         assign = gr.Button("Assign", variant="primary", elem_id="campaigns-assign")
         unassign = gr.Button("Unassign", variant="stop", elem_id="campaigns-unassign")
@@ -265,7 +269,10 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
                     leads.unassign(actor, campaign_id, name)
                 else:
                     leads.set_domains(actor, campaign_id, name, split_list(domains_))
-            done = {"assign": f"**{name}** is a {role_} here.", "unassign": f"**{name}** is off this campaign.",
+            assigned = f"**{name}** is a {role_} here."
+            if role_ == "excluded":
+                assigned = f"**{name}** is excluded here: their judgments no longer count; their pairs are open again."
+            done = {"assign": assigned, "unassign": f"**{name}** is off this campaign.",
                     "set_domains": f"**{name}**'s domains are set."}[action]  # fmt: skip
             return {table: on_members(campaign_id, request, profile), status: done}
 

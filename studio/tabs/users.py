@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from storage.models import Role
+from storage.models import ACCOUNT_ROLES
 from studio.admin import AdminService
 from studio.login import current_user
 from studio.tabs.events import LEAD_EVENTS, Profile, said_beside, shown_to_user, status_line
@@ -33,7 +33,7 @@ def _create_panel() -> tuple:
     gr.Markdown("**New account**")
     name = gr.Textbox(label="Username", elem_id="users-new-username")
     with gr.Row():
-        role = gr.Dropdown([r.value for r in Role], value="rater", label="Role", elem_id="users-new-role")
+        role = gr.Dropdown([r.value for r in ACCOUNT_ROLES], value="rater", label="Role", elem_id="users-new-role")
         domains = gr.Textbox(label="Domains (comma-separated)", elem_id="users-new-domains")
     create = gr.Button("Create account", variant="primary", elem_id="users-create")
     status = status_line("users-create-status")
@@ -47,7 +47,7 @@ def _change_panel() -> tuple:
     gr.Markdown("**Change an account**")
     username = gr.Textbox(label="Username", elem_id="users-username")
     with gr.Row():
-        role = gr.Dropdown([r.value for r in Role], value="rater", label="Role", elem_id="users-role")
+        role = gr.Dropdown([r.value for r in ACCOUNT_ROLES], value="rater", label="Role", elem_id="users-role")
         set_role = gr.Button("Set role", elem_id="users-set-role")
     with gr.Row():
         active = gr.Radio([("Active", True), ("Deactivated", False)], value=True, label="Account",

@@ -222,6 +222,37 @@ def test_assigning_a_rater_closes_the_campaign_to_the_others(world):
     assert actions == ["member.assign", "user.domains", "member.remove"]
 
 
+def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their_judgments(world, tmp_path):
+    leads, lead, studio = world.leads, world.users["lead"], StudioService(world.engine)
+    with write_session(world.engine) as s, s.begin():
+        s.add_all([User(username="r8", password_hash="-"), User(username="r9", password_hash="-")])
+    # k is 3: pairs 0 and 1 are full, 2 has two judgments; the queue moves its frontier on to pair 2
+    assert studio.next_pair(studio.user_id("r8"), world.c1).pair_id == world.pairs[2]
+
+    def exported(name):
+        preview = leads.export(lead, world.c1, out_dir=tmp_path / name, test_fraction=0.0)
+        return {row["pair_id"]: row["chosen"][0]["content"] for row in preview.rows}, preview.card
+
+    assert exported("before")[0][world.pairs[1]] == "answer 1B"  # r0 -2, r1 +1, r2 +2: B by majority
+    with pytest.raises(ValidationFailed, match="cannot exclude yourself"):
+        leads.assign(lead, world.c1, "lead", role="excluded")
+    row = leads.assign(lead, world.c1, "r2", role="excluded")
+    assert (row.username, row.role) == ("r2", "excluded")
+    assert ("c1", world.c1) not in studio.campaigns_for("r2") and ("c1", world.c1) in studio.campaigns_for("r1")
+    with pytest.raises(PermissionDenied):
+        studio.next_pair(world.users["r2"], world.c1)
+    # r2's judgments no longer count toward k: pair 0, below the frontier, is open again and comes first
+    assert studio.next_pair(studio.user_id("r9"), world.c1).pair_id == world.pairs[0]
+    rows, card = exported("excluded")
+    assert world.pairs[1] not in rows  # r0 -2, r1 +1: a tie, left out
+    assert "judgments left out: their raters were excluded from the campaign: 2" in card
+    leads.unassign(lead, world.c1, "r2")  # their judgments count again
+    assert exported("after")[0][world.pairs[1]] == "answer 1B"
+    with Session(world.engine) as s:
+        event = s.exec(select(AuditEvent).where(AuditEvent.action == "member.assign")).one()
+    assert event.details["role"] == "excluded" and event.target == "c1"
+
+
 def test_pairs_and_pair_detail_show_what_the_raters_said(world):
     lead = world.users["lead"]
     listed = world.leads.pairs(lead, world.c1)
@@ -304,8 +335,9 @@ def test_admins_manage_accounts_but_not_their_own(world):
     for bad, message in [("newbie", "username 'newbie' is taken"), ("bad name!", "username may hold letters")]:
         with pytest.raises(ValidationFailed, match=message):
             leads.create_user(admin, bad, "rater", [])
-    with pytest.raises(ValidationFailed, match="Role must be one of rater, lead, admin"):
-        leads.create_user(admin, "x-user", "boss", [])
+    for role in ("boss", "excluded"):  # excluded is a campaign member's role, never an account's
+        with pytest.raises(ValidationFailed, match="Role must be one of rater, lead, admin"):
+            leads.create_user(admin, "x-user", role, [])
     assert leads.set_role(admin, "newbie", "rater").role == Role.rater
     assert leads.set_active(admin, "newbie", False).active is False
     assert leads.set_active(admin, "lead", False).active is False and not leads.is_lead(world.users["lead"])
