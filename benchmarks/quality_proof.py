@@ -188,23 +188,23 @@ def label_accuracy(rows: list[PairRecord], truth: dict[tuple[str, str], int]) ->
     return round(float(np.mean([truth[(p.response_a, p.response_b)] == p.preference for p in rows])), 3)
 
 
-def judged_pool(engine, folder: Path, size: dict, pairs, seed: int) -> dict:
+def judged_pool(engine, folder: Path, size: dict, pairs, seed: int) -> tuple[rater_pool.Pool, dict]:
     """The first ``pool_pairs`` of ``pairs`` as campaign rater_pool.POOL, judged by the mixed rater pool through the
-    real queue and service, their prior labels then removed; its figures."""
+    real queue and service, their prior labels then removed; the pool and its figures."""
     import_pairs(engine, folder, rater_pool.POOL, pairs[: size["pool_pairs"]])
     pool = rater_pool.prepare_campaign(engine, MIXED_POOL, seed)
     started = time.perf_counter()
     n = rater_pool.simulate(engine, pool, seed)
     with write_session(engine) as session, session.begin():  # the truth must not reach an export as a prior label
         session.execute(update(Pair).where(Pair.campaign_id == pool.campaign_id).values(prior_preference=None))
-    return {"raters": MIXED_POOL, "pool_pairs": len(pool.truth), "judgments": n,
-            "simulate_s": round(time.perf_counter() - started)}  # fmt: skip
+    return pool, {"raters": MIXED_POOL, "pool_pairs": len(pool.truth), "judgments": n,
+                  "simulate_s": round(time.perf_counter() - started)}  # fmt: skip
 
 
 def qc_against_naive(engine, folder: Path, size: dict, pairs, heldout: Dataset, seed: int) -> dict:
     """Experiment 1: the rater pool judges; then the naive and the quality-controlled export of its campaign each
     train a reward model."""
-    figures = judged_pool(engine, folder, size, pairs, seed)
+    _, figures = judged_pool(engine, folder, size, pairs, seed)
     for name, options in (("naive", NAIVE), ("quality_controlled", QC)):
         figures[name] = train_and_score(
             engine, folder, rater_pool.POOL, name, size, heldout, seed, figures["pool_pairs"], options

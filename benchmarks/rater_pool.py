@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,21 @@ from storage.export import export_campaign  # noqa: E402
 from storage.formats import parse_file, read_rows, render_hh  # noqa: E402
 from storage.frames import calibration_frame_for, judgment_frame_for  # noqa: E402
 from storage.imports import import_file  # noqa: E402
-from storage.models import CalibrationItem, CalibrationItemCreate, Campaign, Pair, Response, UserCreate  # noqa: E402
+from storage.members import set_member  # noqa: E402
+from storage.models import (  # noqa: E402
+    CalibrationItem,
+    CalibrationItemCreate,
+    Campaign,
+    Pair,
+    Response,
+    Role,
+    User,
+    UserCreate,
+)
 from storage.quality.consensus import item_consensus  # noqa: E402
 from storage.quality.flags import REASONS, STATUSES, FlagArguments, campaign_flags, flag_raters  # noqa: E402
 from storage.quality.raters import rater_table  # noqa: E402
+from storage.selection import flagged_raters_for  # noqa: E402
 from studio.service import StudioService  # noqa: E402
 from studio.validation import JudgmentAnswer  # noqa: E402
 
@@ -210,6 +221,24 @@ def simulate(engine: Engine, pool: Pool, seed: int) -> int:
             if n % 2000 == 0:
                 log.info("%d judgments, %d of the %d regular ones", n, regular, target)
     return n
+
+
+def exclude_flagged(engine: Engine, pool: Pool, seed: int) -> dict:
+    """What a lead does with the quality report: exclude every rater it flags from the campaign (storage.members), so
+    that their judgments stop counting, and let the other raters judge the pairs that opened again. Who was excluded,
+    by kind, their judgments, and the judgments the refill took (calibration answers included)."""
+    with write_session(engine) as session, session.begin():
+        calibration = calibration_frame_for(session=session, campaign_id=pool.campaign_id)
+        found = flagged_raters_for(session=session, campaign_id=pool.campaign_id, calibration=calibration)
+        flagged = [rater["rater_id"] for rater in found["excluded_raters"]]
+        campaign = session.get(Campaign, pool.campaign_id)
+        for rater_id in flagged:
+            user = session.get(User, rater_id)
+            set_member(session=session, campaign=campaign, user=user, role=Role.excluded, actor_id=None)
+    n = simulate(engine, replace(pool, kinds=pool.kinds.drop(flagged)), seed + 2)
+    excluded_judgments = sum(rater["n_judgments"] for rater in found["excluded_raters"])
+    return {"excluded_by_kind": pool.kinds[flagged].value_counts().to_dict(), "excluded_judgments": excluded_judgments,
+            "judgments": n}  # fmt: skip
 
 
 def build_pool(

@@ -19,13 +19,15 @@ whose score is linear in the features; it trains in a second, so every measureme
    summed over the seeds for one exact test (the seeds' held-out sets overlap, so it is a pooled, not an independent,
    test), and each seed's own McNemar p is given beside it.
 
-The regularisation strength of the head is chosen in 1 (out of fold, HH labels) and kept for 2. The last line printed
+The regularisation strength of the head is chosen in 1 (out of fold, HH labels) and kept for 2. The features are
+saved in ~/.cache/concord/reward_probe on the first run (``embed_s`` null: read from there). The last line printed
 is one JSON object; a section is appended to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -62,6 +64,7 @@ log = logging.getLogger("reward_probe")
 
 RECIPES = {"minilm": ROOT / "recipes" / "smollm2-135m" / "reward.yaml",
            "smollm2": ROOT / "recipes" / "smollm2-135m" / "reward-smollm2.yaml"}  # fmt: skip
+CACHE = Path.home() / ".cache" / "concord" / "reward_probe"  # the backbones' features: delete it to embed again
 C_GRID = (0.0001, 0.001, 0.01, 0.1)  # inverse L2 strength, on standardised features
 FULL = {"pairs": None, "max_length": None, "seeds": (0, 1, 2, 3, 4), "proof": proof.FULL}
 QUICK = {"pairs": 240, "max_length": 48, "seeds": (0,), "proof": proof.QUICK}
@@ -72,6 +75,9 @@ EXPORTS = {
     "flagged_excluded": {"policy": "majority", "exclude_flagged_raters": True},
     "flagged_excluded_weighted": {"policy": "weighted", "exclude_flagged_raters": True},
 }
+# After the lead excluded the flagged raters and the others judged the pairs that opened again (rater_pool.
+# exclude_flagged): the excluded raters' judgments are out of every export by then.
+REFILLED = {"refilled": {"policy": "majority"}, "quality_controlled_refilled": EXPORTS["quality_controlled"]}
 
 
 def key(prompt: list[dict], first: str, second: str) -> tuple[str, str, str]:
@@ -117,6 +123,24 @@ def features(recipe: Path, pairs: list[PairRecord], max_length: int | None) -> d
             out[edge][side, batch] = hidden[torch.arange(len(batch)), at].numpy()
         log.info("%s: %s side of %d pairs embedded", recipe.stem, column.split("_")[0], len(ids))
     return out
+
+
+def cached_features(recipe: Path, pairs: list[PairRecord], max_length: int | None) -> tuple[dict, int | None]:
+    """``features``, saved in CACHE on first use (keyed by the recipe file, the length and the pairs) and read from
+    there on later runs; and the seconds embedding took (None when read)."""
+    digest = hashlib.sha256(recipe.read_bytes() + repr(max_length).encode())
+    for pair in pairs:
+        digest.update(json.dumps(key(pair.prompt.messages, pair.response_a, pair.response_b)).encode())
+    path = CACHE / f"{recipe.stem}-{digest.hexdigest()[:16]}.npz"
+    if path.exists():
+        log.info("%s: features read from %s", recipe.stem, path)
+        with np.load(path) as saved:
+            return dict(saved), None
+    began = time.perf_counter()
+    out = features(recipe, pairs, max_length)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out, round(time.perf_counter() - began)
 
 
 def fit(feats: np.ndarray, index: np.ndarray, a_won: np.ndarray, c: float) -> np.ndarray:
@@ -197,12 +221,18 @@ def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict
     with tempfile.TemporaryDirectory(prefix="concord-probe-") as tmp:
         engine = make_engine(f"sqlite:///{tmp}/probe.db")
         upgrade_database(engine)
-        judged = proof.judged_pool(engine, Path(tmp), size, pool, seed)
-        for name, options in EXPORTS.items():
-            out = Path(tmp) / name
-            export_campaign(engine=engine, campaign=rater_pool.POOL, kind="reward", out_dir=out, test_fraction=0,
-                            **options)  # fmt: skip
-            label_sets[name] = exported_index(out, where)
+        rated, judged = proof.judged_pool(engine, Path(tmp), size, pool, seed)
+
+        def export(exports: dict) -> None:
+            for name, options in exports.items():
+                out = Path(tmp) / name
+                export_campaign(engine=engine, campaign=rater_pool.POOL, kind="reward", out_dir=out,
+                                test_fraction=0, **options)  # fmt: skip
+                label_sets[name] = exported_index(out, where)
+
+        export(EXPORTS)
+        refill = rater_pool.exclude_flagged(engine, rated, seed)
+        export(REFILLED)
         engine.dispose()
     label_sets["hh_labels"] = labelled_index(pool[: judged["pool_pairs"]], where)  # the same pairs, HH-RLHF's labels
     rng, mixed = random.Random(seed), [kind for kind, n in proof.MIXED_POOL.items() for _ in range(n)]
@@ -223,7 +253,8 @@ def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict
             f = feats[backbone][head["pooling"]]
             scores = f[:, held_index] @ fit(f, index, a_won, head["C"])
             figures[name][backbone] = heldout_figures(scores, pairs, held_index)
-    return {"heldout_pairs": len(held_index), "judgments": judged["judgments"], "label_sets": figures}
+    return {"heldout_pairs": len(held_index), "judgments": judged["judgments"], "refill": refill,
+            "label_sets": figures}  # fmt: skip
 
 
 def pooled(per_seed: list[dict], backbone: str, a: str, b: str) -> dict:
@@ -265,18 +296,17 @@ def main() -> None:
     pairs = helpful(size["pairs"])
     feats, timing = {}, {}
     for backbone, recipe in RECIPES.items():
-        began = time.perf_counter()
-        feats[backbone] = features(recipe, pairs, size["max_length"])
-        timing[backbone] = round(time.perf_counter() - began)
+        feats[backbone], timing[backbone] = cached_features(recipe, pairs, size["max_length"])
     figures = {"pairs": len(pairs), "embed_s": timing}
     figures["backbones"], best = backbones(feats, pairs)
     per_seed = [proof_with_head(feats, best, pairs, size["proof"], seed) for seed in size["seeds"]]
     label_sets = [s["label_sets"] for s in per_seed]
     figures |= {"seeds": list(size["seeds"]), "rater_pool": proof.MIXED_POOL,
                 "heldout_pairs": [s["heldout_pairs"] for s in per_seed],
-                "judgments": [s["judgments"] for s in per_seed],
+                "judgments": [s["judgments"] for s in per_seed], "refill": [s["refill"] for s in per_seed],
                 "label_sets": {name: by_seed(label_sets, name, best) for name in label_sets[0]}}  # fmt: skip
-    comparisons = {f"{name}_against_naive": ("naive", name) for name in EXPORTS if name != "naive"}
+    comparisons = {f"{name}_against_naive": ("naive", name) for name in [*EXPORTS, *REFILLED] if name != "naive"}
+    comparisons["refilled_against_flagged_excluded"] = ("flagged_excluded", "refilled")
     for good in size["proof"]["excellent"]:
         for many in size["proof"]["mediocre"]:
             comparisons[f"excellent-{good}_against_mediocre-{many}"] = (f"mediocre-{many}", f"excellent-{good}")

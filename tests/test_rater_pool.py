@@ -1,10 +1,14 @@
 """The rater-pool benchmark at the small team's size, simulation and detection only: the planted bad raters get
-flagged, the careful ones do not."""
+flagged, the careful ones do not; once the flagged ones are excluded, the others judge their pairs to k again."""
 
 import importlib
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
+
+from storage.models import Campaign
+from storage.progress import judgment_coverage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +39,11 @@ def test_tiny_pool_flags_the_planted_raters_for_what_they_do(rater_pool, sqlite_
     reasons = detection["without_gold"]["flags_by_kind"]
     assert "too_fast 1" in reasons["random"] and "position_bias 1" in reasons["position"], reasons
     assert "length_bias 1" in reasons["length"] and "many_ties 1" in reasons["tie_lazy"], reasons
+
+    # The lead excludes the flagged raters: the others judge the pairs they had judged again, to k without them.
+    refill = rater_pool.exclude_flagged(sqlite_engine, pool, seed=0)
+    assert refill["excluded_by_kind"] == {kind: 1 for kind in rater_pool.BAD_KINDS}, refill
+    with Session(sqlite_engine) as session:
+        campaign = session.get(Campaign, pool.campaign_id)
+        collected, needed = judgment_coverage(session=session, campaign=campaign)
+    assert collected == needed and refill["excluded_judgments"] > 100 and refill["judgments"] > 100, refill

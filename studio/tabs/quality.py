@@ -151,7 +151,8 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         elem_id="quality-raters",
     )
     flags = gr.Dataframe(
-        label="Flagged raters, then raters without enough evidence yet (not flagged)",
+        label="Flagged raters (exclude one under Campaigns > Members: their pairs go back to the queue), then raters "
+        "without enough evidence yet (not flagged)",
         interactive=False,
         wrap=True,
         elem_id="quality-flags",

@@ -23,6 +23,7 @@ from storage.models import (
     Assignment,
     CalibrationItem,
     Campaign,
+    CampaignMember,
     Demonstration,
     ExportRecord,
     Judgment,
@@ -384,6 +385,18 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     assert (record.kind, record.created_by, record.row_count > 0) == ("preference", lena, True)
     assert set(team_judgments) <= set(record.rater_ids)
     screenshot(page, "lead-export")
+
+    # The lead excludes a rater: the pairs they judged go back to the queue (the module's last use of the demo)
+    page.get_by_role("tab", name="Campaigns").click()
+    page.locator("#campaigns-members-section").get_by_role("button", name="Members").click()
+    page.locator("#campaigns-member-username textarea").fill("cal")
+    page.locator("#campaigns-member-role").get_by_label("excluded").check()
+    page.locator("#campaigns-assign").click()
+    expect(page.locator("#campaigns-members-status")).to_contain_text("cal is excluded here")
+    expect(page.locator("#campaigns-members")).to_contain_text("excluded")
+    screenshot(page, "lead-members-excluded")
+    (role,) = rows(studio["engine"], select(CampaignMember.role).where(CampaignMember.user_id == team_judgments[1]))
+    assert role == "excluded"
     page.context.close()
 
 
