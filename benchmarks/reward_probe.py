@@ -14,10 +14,12 @@ whose score is linear in the features; it trains in a second, so every measureme
    test between the two backbones' best heads, on the same pairs.
 2. **The quality proof with this head** (benchmarks/quality_proof.py's three experiments, with its split, simulated
    rater pool, exports and labels, on several seeds): QC against naive (and QC's parts: flagged raters left out,
-   with majority or Dawid-Skene consensus, no contested pair dropped), excellent against mediocre labels by size, and
-   the agreement ladder. Held-out pairs are those whose prompts no simulated rater saw. Discordant pairs are
-   summed over the seeds for one exact test (the seeds' held-out sets overlap, so it is a pooled, not an independent,
-   test), and each seed's own McNemar p is given beside it.
+   with majority or Dawid-Skene consensus, no contested pair dropped), then the same campaign once the lead has
+   excluded the flagged raters and the others have judged the pairs that opened again (``refilled``: majority;
+   ``quality_controlled_refilled``), excellent against mediocre labels by size, and the agreement ladder. Held-out
+   pairs are those whose prompts no simulated rater saw. Discordant pairs are summed over the seeds for one exact
+   test (the seeds' held-out sets overlap, so it is a pooled, not an independent, test), and each seed's own McNemar
+   p is given beside it.
 
 The regularisation strength of the head is chosen in 1 (out of fold, HH labels) and kept for 2. The features are
 saved in ~/.cache/concord/reward_probe on the first run (``embed_s`` null: read from there). The last line printed

@@ -1,5 +1,6 @@
 """The reward-probe benchmark's linear head and its bookkeeping: the head must find a preference hidden in the
-features (and fail on shuffled labels), and an export's rows must map back to their pairs in either order."""
+features (and fail on shuffled labels), an export's rows must map back to their pairs in either order, and the
+backbones' features are embedded once per recipe, length and pairs."""
 
 import importlib
 import json
@@ -74,3 +75,26 @@ def test_seeds_pool_their_discordant_pairs_into_one_test(probe):
     pooled = probe.pooled(per_seed, "m", "x", "y")
     assert pooled["discordant"] == [24, 0] and pooled["seeds_ahead"] == 3
     assert pooled["pooled_p"] < 1e-6 < pooled["seed_p"][0] < 0.05
+
+
+def test_features_are_embedded_once_and_read_back_for_the_same_recipe_length_and_pairs(probe, tmp_path, monkeypatch):
+    embedded = []
+
+    def features(recipe, pairs, max_length):
+        embedded.append(len(pairs))
+        return {"mean": np.full((2, len(pairs), 4), len(embedded), dtype=np.float32)}
+
+    monkeypatch.setattr(probe, "features", features)
+    monkeypatch.setattr(probe, "CACHE", tmp_path / "cache")
+    recipe = tmp_path / "reward.yaml"
+    recipe.write_text("model_name_or_path: x\n")
+    _, pairs = toy(5)
+    first, took = probe.cached_features(recipe, pairs, 64)
+    again, read = probe.cached_features(recipe, pairs, 64)
+    assert took is not None and read is None and embedded == [5]
+    assert np.array_equal(first["mean"], again["mean"])
+    for changed in ((recipe, pairs[:4], 64), (recipe, pairs, 32)):  # other pairs, another length: embedded anew
+        assert probe.cached_features(*changed)[1] is not None
+    recipe.write_text("model_name_or_path: y\n")
+    assert probe.cached_features(recipe, pairs, 64)[0]["mean"][0, 0, 0] == 4
+    assert embedded == [5, 4, 5, 5]
