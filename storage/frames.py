@@ -11,8 +11,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from storage.members import excluded_raters
 from storage.models import CalibrationItem, Campaign, Judgment, Pair, PairScore, Prompt, Response, TrainingRun, User
 from storage.queue import MIN_CALIBRATION_ANSWERS
 from storage.scores import latest_scoring_run
@@ -71,9 +72,9 @@ def calibration_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame
 
 
 def model_judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFrame:
-    """The campaign's current judgments as votes between models (storage.quality.evaluation): ``item``, ``rater``,
-    ``preference``, ``model_a`` and ``model_b`` (who wrote each response), ``category`` (the prompt's domain) and
-    ``calibration`` (the pair is a calibration item)."""
+    """The campaign's current judgments as votes between models (storage.quality.evaluation), but those of raters a
+    lead excluded from it (storage.members): ``item``, ``rater``, ``preference``, ``model_a`` and ``model_b`` (who
+    wrote each response), ``category`` (the prompt's domain) and ``calibration`` (the pair is a calibration item)."""
     later, response_a, response_b = aliased(Judgment), aliased(Response), aliased(Response)
     query = (
         select(
@@ -86,6 +87,7 @@ def model_judgment_frame_for(*, session: Session, campaign_id: int) -> pd.DataFr
         .join(response_a, response_a.id == Pair.response_a_id)
         .join(response_b, response_b.id == Pair.response_b_id)
         .where(Pair.campaign_id == campaign_id, ~exists().where(later.supersedes_id == Judgment.id))
+        .where(col(Judgment.rater_id).not_in(excluded_raters(campaign_id)))
         .order_by(Judgment.server_time, Judgment.id)
     )  # fmt: skip
     return pd.read_sql(query, session.connection()).astype({"calibration": bool})

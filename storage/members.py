@@ -1,9 +1,10 @@
 """Who may work on or run which campaign: campaign membership and consent, as queries, and membership changes.
 
 A lead may *exclude* a rater from a campaign (a member whose role is ``excluded``): they may no longer work on it,
-and their judgments of it leave its exports and stop counting toward its overlap k, so the pairs they judged go back
-to the queue for others (storage.queue, storage.frontier, storage.export). The judgments stay in the database (the
-quality report still shows the rater); taking the member off the campaign lets them count again.
+and their judgments of it leave its exports and model evaluation and stop counting toward its overlap k, so the pairs
+they judged go back to the queue for others (storage.queue, storage.frontier, storage.export, storage.frames). The
+judgments stay in the database (the quality report still shows the rater); taking the member off the campaign lets
+them count again. Demonstrations are left as they are: a lead's review rejects them.
 """
 
 from __future__ import annotations

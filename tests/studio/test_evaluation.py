@@ -14,6 +14,7 @@ from storage.db import write_session
 from storage.export import export_campaign
 from storage.frames import evaluation_report, quality_report
 from storage.imports import import_file
+from storage.members import set_member
 from storage.models import Campaign, Response, Role, User
 from storage.pairing import form_pairs
 from studio.service import StudioService
@@ -92,6 +93,10 @@ def test_an_evaluation_from_response_files_to_ratings_and_an_export(engine, eval
     assert report["kind"] == "evaluation" and overall["models"] == ["alpha-7b", "beta-13b", "gamma-1b"]
     assert [r["rank"] for r in overall["ratings"]][0] == 1 and overall["n_votes"] == 72
     assert set(report["categories"]) == set(CATEGORIES)
+    with write_session(engine) as session, session.begin():  # a lead excludes the tie-calling rater: their votes go
+        user, campaign = session.get(User, rater_ids[2]), session.get(Campaign, campaign_id)
+        set_member(session=session, campaign=campaign, user=user, role=Role.excluded, actor_id=None)
+    assert evaluation_report(engine=engine, campaign="arena", n_boot=50)["overall"]["n_votes"] == 48
     quality = quality_report(engine=engine, campaign="arena", n_boot=50)
     assert [r["model"] for r in quality["models"]["win_rates"]] == ["alpha-7b", "beta-13b", "gamma-1b"]
     assert {r["pairing"] for r in quality["models"]["agreement_by_pairing"]} == {
