@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, exists
+from sqlalchemy import bindparam, case, exists
 from sqlmodel import Session, select
 
 from storage.models import AuditEvent, Campaign, CampaignMember, Consent, ImportJob, Role, User
@@ -122,12 +122,13 @@ def has_consented(*, session: Session, user_id: int, campaign: Campaign) -> bool
 
 
 def campaign_members(*, session: Session, campaign_id: int) -> list[tuple[CampaignMember, User]]:
-    """The campaign's members with their accounts: leads first, then raters, each by username."""
+    """The campaign's members with their accounts: leads first, then raters, then excluded raters, each by
+    username."""
     query = (
         select(CampaignMember, User)
         .join(User, User.id == CampaignMember.user_id)
         .where(CampaignMember.campaign_id == campaign_id)
-        .order_by(CampaignMember.role, User.username)
+        .order_by(case({Role.lead: 0, Role.rater: 1}, value=CampaignMember.role, else_=2), User.username)
     )
     return [(member, user) for member, user in session.exec(query)]
 

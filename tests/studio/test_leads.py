@@ -238,6 +238,10 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
         leads.assign(lead, world.c1, "lead", role="excluded")
     row = leads.assign(lead, world.c1, "r2", role="excluded")
     assert (row.username, row.role) == ("r2", "excluded")
+    leads.assign(lead, world.c1, "r1")
+    assert [(m.username, m.role) for m in leads.members(lead, world.c1)] == [
+        ("lead", "lead"), ("r1", "rater"), ("r2", "excluded")]  # fmt: skip
+    leads.unassign(lead, world.c1, "r1")
     assert ("c1", world.c1) not in studio.campaigns_for("r2") and ("c1", world.c1) in studio.campaigns_for("r1")
     with pytest.raises(PermissionDenied):
         studio.next_pair(world.users["r2"], world.c1)
@@ -249,8 +253,8 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
     leads.unassign(lead, world.c1, "r2")  # their judgments count again
     assert exported("after")[0][world.pairs[1]] == "answer 1B"
     with Session(world.engine) as s:
-        event = s.exec(select(AuditEvent).where(AuditEvent.action == "member.assign")).one()
-    assert event.details["role"] == "excluded" and event.target == "c1"
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "member.assign").order_by(AuditEvent.id)).all()
+    assert [(e.details["role"], e.target) for e in events] == [("excluded", "c1"), ("rater", "c1")]
 
 
 def test_pairs_and_pair_detail_show_what_the_raters_said(world):
