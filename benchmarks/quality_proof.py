@@ -92,12 +92,13 @@ def helpful_pairs(seed: int) -> tuple[list[PairRecord], list[PairRecord]]:
     ]
 
 
+def reply(text: str) -> list[dict]:
+    """A response as the conversational rows' one assistant turn."""
+    return [{"role": "assistant", "content": text}]
+
+
 def heldout_rows(pairs: list[PairRecord]) -> Dataset:
     """Held-out pairs as conversational prompt/chosen/rejected rows, labelled by HH-RLHF."""
-
-    def reply(text: str) -> list[dict]:
-        return [{"role": "assistant", "content": text}]
-
     return Dataset.from_list([
         {"prompt": p.prompt.messages, "chosen": reply(p.response_a if p.preference < 0 else p.response_b),
          "rejected": reply(p.response_b if p.preference < 0 else p.response_a)}

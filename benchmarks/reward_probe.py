@@ -87,6 +87,10 @@ def key(prompt: list[dict], first: str, second: str) -> tuple[str, str, str]:
     return prompt_hash(prompt), first, second
 
 
+def pair_key(pair: PairRecord) -> tuple[str, str, str]:
+    return key(pair.prompt.messages, pair.response_a, pair.response_b)
+
+
 def helpful(limit: int | None) -> list[PairRecord]:
     """The helpful pairs quality_proof.py uses (identical ones dropped); ``limit`` of them, a seeded sample."""
     pairs, held = proof.helpful_pairs(0)
@@ -103,11 +107,8 @@ def features(recipe: Path, pairs: list[PairRecord], max_length: int | None) -> d
     tokenizer.padding_side = "right"
     backbone = load_reward_model(model_args, tokenizer).base_model.eval()
 
-    def reply(text: str) -> list[dict]:
-        return [{"role": "assistant", "content": text}]
-
-    rows = Dataset.from_list([{"prompt": p.prompt.messages, "chosen": reply(p.response_a),
-                               "rejected": reply(p.response_b)} for p in pairs])  # fmt: skip
+    rows = Dataset.from_list([{"prompt": p.prompt.messages, "chosen": proof.reply(p.response_a),
+                               "rejected": proof.reply(p.response_b)} for p in pairs])  # fmt: skip
     encoded, _ = tokenize_pairs(rows, tokenizer, max_length or training_args.max_length)
     edge = "cls" if tokenizer.cls_token is not None else "last"
     out = {"mean": np.empty((2, len(pairs), backbone.config.hidden_size), dtype=np.float32)}
@@ -132,7 +133,7 @@ def cached_features(recipe: Path, pairs: list[PairRecord], max_length: int | Non
     there on later runs; and the seconds embedding took (None when read)."""
     digest = hashlib.sha256(recipe.read_bytes() + repr(max_length).encode())
     for pair in pairs:
-        digest.update(json.dumps(key(pair.prompt.messages, pair.response_a, pair.response_b)).encode())
+        digest.update(json.dumps(pair_key(pair)).encode())
     path = CACHE / f"{recipe.stem}-{digest.hexdigest()[:16]}.npz"
     if path.exists():
         log.info("%s: features read from %s", recipe.stem, path)
@@ -195,7 +196,7 @@ def backbones(feats: dict, pairs: list[PairRecord]) -> tuple[dict, dict]:
 
 def labelled_index(rows: list[PairRecord], where: dict) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows of labelled pairs and whether A won by their labels."""
-    found = [where[key(p.prompt.messages, p.response_a, p.response_b)] for p in rows]
+    found = [where[pair_key(p)] for p in rows]
     return np.array(found, dtype=int), np.array([p.preference < 0 for p in rows])
 
 
@@ -214,11 +215,10 @@ def exported_index(out_dir: Path, where: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict, seed: int) -> dict:
     """quality_proof.py's three experiments on one seed, each label set training every backbone's best head."""
-    where = {key(p.prompt.messages, p.response_a, p.response_b): i for i, p in enumerate(pairs)}
+    where = {pair_key(p): i for i, p in enumerate(pairs)}
     pool, held = proof.helpful_pairs(seed)
-    pool = [p for p in pool if key(p.prompt.messages, p.response_a, p.response_b) in where]
-    held_index = np.array([where[key(p.prompt.messages, p.response_a, p.response_b)] for p in held
-                           if key(p.prompt.messages, p.response_a, p.response_b) in where])  # fmt: skip
+    pool = [p for p in pool if pair_key(p) in where]
+    held_index = np.array([where[k] for k in map(pair_key, held) if k in where])
     label_sets = {}
     with tempfile.TemporaryDirectory(prefix="concord-probe-") as tmp:
         engine = make_engine(f"sqlite:///{tmp}/probe.db")

@@ -49,7 +49,7 @@ __all__ = ["Decision", "JudgmentView", "LeadService", "MemberRow", "PairDetail",
 @dataclass(frozen=True)
 class MemberRow:
     username: str
-    role: str  # the role in this campaign: rater | lead
+    role: str  # the role in this campaign: rater | lead | excluded
     domains: list[str]  # the user's domains
     active: bool
 
@@ -58,11 +58,13 @@ def _member_row(user: User, role: str) -> MemberRow:
     return MemberRow(username=user.username, role=str(role), domains=list(user.domains), active=user.active)
 
 
-def with_names(report: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+def with_names(report: dict[str, Any], names: dict[str, str], excluded: set[str]) -> dict[str, Any]:
     """The quality report as its leads read it: every rater entry gets a ``name`` (their username, by pseudonym) and
-    the disagreements' votes are keyed by name. Exports and the command line keep pseudonyms."""
+    ``excluded`` (whether a lead excluded them from the campaign: their judgments are in the report, not in exports),
+    and the disagreements' votes are keyed by name. Exports and the command line keep pseudonyms."""
     for entry in [*report["raters"], *report["flags"], *report["not_enough_evidence"]]:
         entry["name"] = names.get(entry["pseudonym"], entry["pseudonym"])
+        entry["excluded"] = entry["pseudonym"] in excluded
     for row in report["disagreements"]:
         row["votes"] = {names.get(who, who): vote for who, vote in row["votes"].items()}
     return report
@@ -254,7 +256,7 @@ class LeadService(AdminService, ExportService, ReviewService, GenerationService,
 
     def quality(self, actor_id: int, campaign_id: int, n_boot: int = 200) -> dict[str, Any]:
         """The campaign's quality report (storage.frames.quality_report) with each rater's username beside their
-        pseudonym (``with_names``); ValueError while it has no judgments."""
+        pseudonym and whether they are excluded (``with_names``); ValueError while it has no judgments."""
         from storage.frames import quality_report  # pandas and the statistics load only when a lead asks
 
         name = self._transaction(lambda session: self._lead_of(session, actor_id, campaign_id)[1].name)
@@ -262,7 +264,8 @@ class LeadService(AdminService, ExportService, ReviewService, GenerationService,
         ids = [r["rater"] for r in report["raters"]]
         with read_session(self.engine) as session:
             names = dict(session.exec(select(User.pseudonym, User.username).where(col(User.id).in_(ids))).all())
-        return with_names(report, names)
+            excluded = select(User.pseudonym).where(col(User.id).in_(members.excluded_raters(campaign_id)))
+            return with_names(report, names, set(session.exec(excluded).all()))
 
     def pair_detail(self, actor_id: int, pair_id: int) -> PairDetail:
         """The pair, every current judgment of it, its calibration item and newest adjudication."""

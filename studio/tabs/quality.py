@@ -35,6 +35,11 @@ def _name(rater: dict[str, Any]) -> str:
     return rater.get("name") or rater["pseudonym"]
 
 
+def _status(rater: dict[str, Any], status: str) -> str:
+    """The engine's verdict, and whether a lead already excluded the rater (their judgments leave exports)."""
+    return f"{status}; excluded" if rater.get("excluded") else status
+
+
 def agreement_table(report: dict[str, Any]) -> pd.DataFrame:
     """One row per agreement statistic: its estimate and 95% bootstrap interval."""
     rows = [
@@ -66,8 +71,11 @@ def summary_table(report: dict[str, Any]) -> pd.DataFrame:
 
 def flag_table(report: dict[str, Any]) -> pd.DataFrame:
     """Each flagged rater, then each without enough evidence yet, with the reasons in words against the thresholds."""
-    rows = [[_name(flag), "flagged", "; ".join(flag["reasons"])] for flag in report["flags"]]
-    rows += [[_name(r), "not enough evidence yet", "; ".join(r["reasons"])] for r in report["not_enough_evidence"]]
+    rows = [[_name(flag), _status(flag, "flagged"), "; ".join(flag["reasons"])] for flag in report["flags"]]
+    rows += [
+        [_name(r), _status(r, "not enough evidence yet"), "; ".join(r["reasons"])]
+        for r in report["not_enough_evidence"]
+    ]
     return pd.DataFrame(rows, columns=["rater", "status", "why"])
 
 
@@ -82,7 +90,7 @@ def rater_table(report: dict[str, Any]) -> pd.DataFrame:
             {
                 "rater": _name(r),
                 "pseudonym": r["pseudonym"],
-                "status": r["status"],
+                "status": _status(r, r["status"]),
                 "judgments": r["n_judgments"],
                 "calibration (recent)": f"{_pct(r['calibration_accuracy'])} ({_pct(r['calibration_recent_accuracy'])})"
                 f" /{r['calibration_n']}",

@@ -397,6 +397,11 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     screenshot(page, "lead-members-excluded")
     (role,) = rows(studio["engine"], select(CampaignMember.role).where(CampaignMember.user_id == team_judgments[1]))
     assert role == "excluded"
+    page.get_by_role("tab", name="Quality").click()
+    page.locator("#quality-refresh").click()  # the report keeps cal's judgments, as the lead's evidence, and says so
+    expect(page.locator("#quality-raters").get_by_role("row", name=re.compile(r"\bcal\b"))).to_contain_text(
+        "excluded", timeout=60_000
+    )
     page.context.close()
 
 

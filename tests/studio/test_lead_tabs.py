@@ -170,6 +170,13 @@ def test_the_quality_tab_states_the_rules_the_engine_applies(studio):
     ]  # fmt: skip
     assert flags["data"][0][2].startswith("calibration accuracy 30% over the last 10 answers, below 70%")
     assert all("18 judgments so far; the tests need 20" in row[2] for row in flags["data"][1:])
+    # The lead excludes the flagged rater: the report still shows them, and says so
+    lena_client = client(studio, "lena")
+    lena_client.predict(studio["campaign"], flags["data"][0][0], "excluded", "", api_name="/lead_assign")
+    flags_after = lena_client.predict(studio["campaign"], api_name="/lead_quality")[4]
+    assert [row[1] for row in flags_after["data"]] == [
+        "flagged; excluded", "not enough evidence yet", "not enough evidence yet"
+    ]  # fmt: skip
 
 
 def download(studio, lead: Client, link: str) -> httpx.Response:

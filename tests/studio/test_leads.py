@@ -250,6 +250,9 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
     rows, card = exported("excluded")
     assert world.pairs[1] not in rows  # r0 -2, r1 +1: a tie, left out
     assert "judgments left out: their raters were excluded from the campaign: 2" in card
+    # The quality report keeps their judgments (the lead's evidence) and says they are excluded
+    raters = {r["name"]: r["excluded"] for r in leads.quality(lead, world.c1, n_boot=0)["raters"]}
+    assert raters == {"r0": False, "r1": False, "r2": True}
     leads.unassign(lead, world.c1, "r2")  # their judgments count again
     assert exported("after")[0][world.pairs[1]] == "answer 1B"
     with Session(world.engine) as s:
@@ -452,7 +455,8 @@ def test_leads_see_raters_by_name_and_exports_keep_pseudonyms(world):
     report = with_names(
         {"raters": [{"pseudonym": "rater-1"}], "flags": [{"pseudonym": "rater-1"}], "not_enough_evidence": [],
          "disagreements": [{"votes": {"rater-1": 2, "rater-x": -1}}]},
-        {"rater-1": "ada"},
+        {"rater-1": "ada"}, {"rater-1"},
     )  # fmt: skip
     assert report["raters"][0]["name"] == report["flags"][0]["name"] == "ada"
+    assert report["raters"][0]["excluded"] and report["flags"][0]["excluded"]
     assert report["disagreements"][0]["votes"] == {"ada": 2, "rater-x": -1}  # an unknown pseudonym stays as it is
