@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, case, delete, exists
+from sqlmodel import Session, col, select
 
-from storage.models import AuditEvent, Campaign, CampaignMember, Consent, ImportJob, Role, User
+from storage.models import Assignment, AuditEvent, Campaign, CampaignMember, Consent, ImportJob, Role, User
 
 _LIVE = ~exists().where(ImportJob.campaign_id == Campaign.id)
 """Not an import's staging campaign (storage.staging): those are hidden from everyone until the import is done."""
@@ -135,7 +135,8 @@ def campaign_members(*, session: Session, campaign_id: int) -> list[tuple[Campai
 
 def set_member(*, session: Session, campaign: Campaign, user: User, role: Role, actor_id: int | None) -> bool:
     """Make ``user`` a ``role`` member of ``campaign`` (a new member, or a changed role); False when already so. An
-    ``excluded`` member's judged pairs have room again (the campaign's queue frontier is set back)."""
+    ``excluded`` member's judged pairs have room again (the campaign's queue frontier is set back), and so have the
+    items they held open: their leases on the campaign are dropped, as an erasure drops them."""
     if role not in (Role.rater, Role.lead, Role.excluded):
         raise ValueError(f"a campaign member is a rater, a lead or excluded, not {role!r}")
     query = select(CampaignMember).where(CampaignMember.campaign_id == campaign.id, CampaignMember.user_id == user.id)
@@ -148,6 +149,10 @@ def set_member(*, session: Session, campaign: Campaign, user: User, role: Role, 
     member.role = role
     if role == Role.excluded:
         campaign.queue_frontier = 0  # storage.frontier
+        leases = delete(Assignment).where(
+            Assignment.campaign_id == campaign.id, Assignment.rater_id == user.id, col(Assignment.closed_at).is_(None)
+        )
+        session.execute(leases)
     session.add(member)
     session.add(AuditEvent(actor_id=actor_id, action="member.assign", target=campaign.name, details=details))
     session.flush()

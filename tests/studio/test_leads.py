@@ -5,13 +5,14 @@ import zipfile
 from dataclasses import dataclass
 
 import pytest
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from storage.accounts import authenticate
 from storage.db import write_session
 from storage.imports import ImportFailed
 from storage.models import (
     Adjudication,
+    Assignment,
     AuditEvent,
     CalibrationItem,
     CalibrationKind,
@@ -236,8 +237,12 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
     assert exported("before")[0][world.pairs[1]] == "answer 1B"  # r0 -2, r1 +1, r2 +2: B by majority
     with pytest.raises(ValidationFailed, match="cannot exclude yourself"):
         leads.assign(lead, world.c1, "lead", role="excluded")
+    assert studio.next_pair(world.users["r2"], world.c1).pair_id == world.pairs[3]  # r2 holds pair 3 open
     row = leads.assign(lead, world.c1, "r2", role="excluded")
     assert (row.username, row.role) == ("r2", "excluded")
+    with Session(world.engine) as s:  # their lease is dropped: pair 3 has room again
+        held = select(Assignment.pair_id).where(Assignment.rater_id == world.users["r2"])
+        assert s.exec(held.where(col(Assignment.closed_at).is_(None))).all() == []
     leads.assign(lead, world.c1, "r1")
     assert [(m.username, m.role) for m in leads.members(lead, world.c1)] == [
         ("lead", "lead"), ("r1", "rater"), ("r2", "excluded")]  # fmt: skip
