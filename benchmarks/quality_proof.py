@@ -54,7 +54,7 @@ from storage.formats import PairRecord, parse_file, prompt_hash  # noqa: E402
 from storage.imports import import_file  # noqa: E402
 from storage.models import Pair  # noqa: E402
 from storage.quality.agreement import campaign_agreement  # noqa: E402
-from storage.quality.pairwise import pairwise_figures  # noqa: E402
+from storage.quality.pairwise import longer_scored_higher, pairwise_figures  # noqa: E402
 
 log = logging.getLogger("quality_proof")
 
@@ -152,7 +152,8 @@ def import_pairs(engine, folder: Path, campaign: str, pairs: list[PairRecord]) -
 def train_and_score(engine, folder: Path, campaign: str, name: str, size: dict, heldout: Dataset, seed: int,
                     n_pairs: int, export: dict | None = None) -> dict:  # fmt: skip
     """The recipe on ``campaign`` through the runner (as ``launch.py train``), then its figures on ``heldout``
-    (``correct``: which pairs it got right, for the paired tests)."""
+    (for the paired tests: ``correct``, which pairs it got right, and ``longer_higher``, on the pairs whose responses
+    differ in length, whether it scored the longer one higher)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from alignment.reward import reply_lengths, score_rows
@@ -168,19 +169,19 @@ def train_and_score(engine, folder: Path, campaign: str, name: str, size: dict, 
     model_dir = Path(run.output_path) / "model"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     scores = score_rows(model, AutoTokenizer.from_pretrained(model_dir), heldout, run.recipe["training"]["max_length"])
-    figures = pairwise_figures(scores["chosen"], scores["rejected"], reply_lengths(heldout["chosen"]),
-                               reply_lengths(heldout["rejected"]))  # fmt: skip
+    lengths = reply_lengths(heldout["chosen"]), reply_lengths(heldout["rejected"])
+    figures = pairwise_figures(scores["chosen"], scores["rejected"], *lengths)
     facts = json.loads((Path(run.output_path) / "data" / "export.json").read_text(encoding="utf-8"))
     log.info("%s: held-out accuracy %s in %.0f s", name, figures["accuracy"], time.perf_counter() - started)
     return {"train_pairs": facts["counts"]["train"], "heldout_accuracy": figures["accuracy"], "ci95": figures["ci95"],
             "longer_response_scored_higher": figures["longer_response_scored_higher"],
             "train_and_score_s": round(time.perf_counter() - started),
-            "correct": scores["chosen"] > scores["rejected"]}  # fmt: skip
+            "correct": scores["chosen"] > scores["rejected"],
+            "longer_higher": longer_scored_higher(scores["chosen"], scores["rejected"], *lengths)}  # fmt: skip
 
 
-def paired_p(a: dict, b: dict) -> float:
-    """McNemar's exact p of two models scored on the same held-out pairs."""
-    x, y = a["correct"], b["correct"]
+def paired_p(x: np.ndarray, y: np.ndarray) -> float:
+    """McNemar's exact p of two models' yes/no outcomes on the same held-out pairs."""
     table = [[int((x & y).sum()), int((x & ~y).sum())], [int((~x & y).sum()), int((~x & ~y).sum())]]
     return round(float(mcnemar(table, exact=True).pvalue), 4)
 
@@ -216,8 +217,11 @@ def qc_against_naive(engine, folder: Path, size: dict, pairs, heldout: Dataset, 
     figures["naive"], figures["quality_controlled"] = train("naive", NAIVE), train("quality_controlled", QC)
     figures["refill"] = rater_pool.exclude_flagged(engine, pool, seed)
     figures["quality_controlled_refilled"] = train("quality_controlled_refilled", QC)
-    figures["mcnemar_p"] = paired_p(figures["naive"], figures["quality_controlled"])
-    figures["refilled_mcnemar_p"] = paired_p(figures["naive"], figures["quality_controlled_refilled"])
+    for prefix, model in (("", "quality_controlled"), ("refilled_", "quality_controlled_refilled")):
+        naive, qc = figures["naive"], figures[model]
+        figures[f"{prefix}mcnemar_p"] = paired_p(naive["correct"], qc["correct"])
+        # whether QC changed how often the model scores the longer response higher (the length-biased raters' mark)
+        figures[f"{prefix}length_mcnemar_p"] = paired_p(naive["longer_higher"], qc["longer_higher"])
     return figures
 
 
@@ -334,8 +338,8 @@ def main() -> None:
     plot(figures, PLOT)
     for experiment in ("qc_against_naive", "quality_over_quantity", "agreement_ladder"):
         for result in figures[experiment].values():
-            if isinstance(result, dict):
-                result.pop("correct", None)
+            if isinstance(result, dict):  # a model's figures: the paired tests' per-pair material is not printed
+                result.pop("correct", None), result.pop("longer_higher", None)
     figures |= {"plot": str(PLOT.relative_to(ROOT)), "total_s": round(time.perf_counter() - started)}
     command = "python benchmarks/quality_proof.py" + " --quick" * args.quick + f" --seed {args.seed}"
     report("quality_proof", figures, command)

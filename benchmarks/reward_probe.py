@@ -190,7 +190,7 @@ def backbones(feats: dict, pairs: list[PairRecord]) -> tuple[dict, dict]:
                 best[backbone] = top
     figures["best"] = {b: {k: v for k, v in run.items() if k != "correct"} for b, run in best.items()}
     if len(best) == 2:
-        figures["mcnemar_p"] = proof.paired_p(*best.values())
+        figures["mcnemar_p"] = proof.paired_p(*(run["correct"] for run in best.values()))
     return figures, best
 
 
@@ -268,7 +268,7 @@ def pooled(per_seed: list[dict], backbone: str, a: str, b: str) -> dict:
     return {
         "mean_gain": round(float(np.mean(gains)), 4),
         "seeds_ahead": sum(g > 0 for g in gains),
-        "seed_p": [proof.paired_p(s[a][backbone], s[b][backbone]) for s in per_seed],
+        "seed_p": [proof.paired_p(ca, cb) for ca, cb in x],
         "discordant": [only_b, only_a],
         "pooled_p": round(binomtest(only_b, only_b + only_a).pvalue, 4) if only_a + only_b else 1.0,
     }

@@ -44,17 +44,28 @@ def pairwise_figures(
     }
     differ = chosen_length != rejected_length
     longer_chosen = chosen_length > rejected_length
-    scored_longer_higher = np.where(longer_chosen, chosen > rejected, rejected > chosen)
     return {
         **accuracy_interval(correct),
         "ties": int(np.sum(chosen == rejected)),
         "mean_margin": round(float(np.mean(chosen - rejected)), 4) if len(chosen) else None,
         "by_mean_response_length": buckets,
         "longer_response_chosen_by_labels": _share(longer_chosen[differ]),
-        "longer_response_scored_higher": _share(scored_longer_higher[differ]),
+        "longer_response_scored_higher": _share(
+            longer_scored_higher(chosen, rejected, chosen_length, rejected_length)
+        ),
         "accuracy_when_chosen_is_longer": accuracy_interval(correct[differ & longer_chosen]),
         "accuracy_when_chosen_is_shorter": accuracy_interval(correct[differ & ~longer_chosen]),
     }
+
+
+def longer_scored_higher(
+    chosen: np.ndarray, rejected: np.ndarray, chosen_length: np.ndarray, rejected_length: np.ndarray
+) -> np.ndarray:
+    """For each pair whose responses differ in length, whether the longer one scored higher (a tie: no)."""
+    chosen, rejected = np.asarray(chosen, float), np.asarray(rejected, float)
+    chosen_length, rejected_length = np.asarray(chosen_length), np.asarray(rejected_length)
+    longer_chosen = chosen_length > rejected_length
+    return np.where(longer_chosen, chosen > rejected, rejected > chosen)[chosen_length != rejected_length]
 
 
 def _share(mask: np.ndarray) -> float | None:

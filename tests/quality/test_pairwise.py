@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from storage.quality.pairwise import pairwise_figures
+from storage.quality.pairwise import longer_scored_higher, pairwise_figures
 
 
 def test_a_tie_counts_as_wrong_and_the_interval_is_wilsons():
@@ -28,3 +28,14 @@ def test_a_length_only_scorer_is_visible():
     buckets = figures["by_mean_response_length"]
     assert [b["pairs"] for b in buckets.values()] == [2, 2, 1, 1]  # means 200, 260, 500, 70, 1100, 40
     assert buckets["0-199 chars"]["accuracy"] == 0.0 and buckets["1000+ chars"]["accuracy"] == 1.0
+
+
+def test_whether_the_longer_response_scored_higher_is_told_per_pair_of_different_lengths():
+    chosen, rejected = np.array([2.0, 1.0, 0.5, 0.3, 0.9]), np.array([1.0, 1.0, 0.7, 0.1, 0.0])
+    chosen_length, rejected_length = np.array([10, 10, 3, 3, 7]), np.array([5, 5, 9, 9, 7])
+    # longer chosen and scored higher; longer chosen but a tie; longer rejected and scored higher; longer rejected
+    # but scored lower; equal lengths: left out
+    per_pair = longer_scored_higher(chosen, rejected, chosen_length, rejected_length)
+    assert per_pair.tolist() == [True, False, True, False]
+    figures = pairwise_figures(chosen, rejected, chosen_length, rejected_length)
+    assert figures["longer_response_scored_higher"] == 0.5
