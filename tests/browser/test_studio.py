@@ -402,6 +402,8 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     expect(page.locator("#quality-raters").get_by_role("row", name=re.compile(r"\bcal\b"))).to_contain_text(
         "excluded", timeout=60_000
     )
+    page.evaluate("document.querySelector('#quality-raters').scrollIntoView()")
+    screenshot(page, "lead-quality-excluded")
     page.context.close()
 
 
