@@ -183,7 +183,7 @@ def train_and_score(engine, folder: Path, campaign: str, name: str, size: dict, 
 def paired_p(x: np.ndarray, y: np.ndarray) -> float:
     """McNemar's exact p of two models' yes/no outcomes on the same held-out pairs."""
     table = [[int((x & y).sum()), int((x & ~y).sum())], [int((~x & y).sum()), int((~x & ~y).sum())]]
-    return round(float(mcnemar(table, exact=True).pvalue), 4)
+    return float(f"{mcnemar(table, exact=True).pvalue:.2g}")  # two significant digits: a tiny p stays readable
 
 
 def label_accuracy(rows: list[PairRecord], truth: dict[tuple[str, str], int]) -> float:
