@@ -338,8 +338,9 @@ def main() -> None:
     plot(figures, PLOT)
     for experiment in ("qc_against_naive", "quality_over_quantity", "agreement_ladder"):
         for result in figures[experiment].values():
-            if isinstance(result, dict):  # a model's figures: the paired tests' per-pair material is not printed
-                result.pop("correct", None), result.pop("longer_higher", None)
+            for per_pair in ("correct", "longer_higher"):  # the paired tests' material, not figures to print
+                if isinstance(result, dict):
+                    result.pop(per_pair, None)
     figures |= {"plot": str(PLOT.relative_to(ROOT)), "total_s": round(time.perf_counter() - started)}
     command = "python benchmarks/quality_proof.py" + " --quick" * args.quick + f" --seed {args.seed}"
     report("quality_proof", figures, command)
