@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func
+from sqlalchemy import and_, exists, func, or_
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from storage.members import excluded_raters
 from storage.models import (
     AuditEvent,
     Campaign,
@@ -76,6 +77,34 @@ def response_text(messages: list[dict[str, Any]]) -> str:
 def _current():
     later = aliased(Demonstration)
     return ~exists().where(later.supersedes_id == Demonstration.id)
+
+
+def _newest_review_is(status: ReviewStatus) -> Any:
+    """Whether a demonstration's newest review (review ids grow with time) has this status."""
+    newer = aliased(DemonstrationReview)
+    later = exists().where(
+        newer.demonstration_id == DemonstrationReview.demonstration_id, newer.id > DemonstrationReview.id
+    )
+    return exists().where(
+        DemonstrationReview.demonstration_id == Demonstration.id, DemonstrationReview.status == status, ~later
+    )
+
+
+def holding_a_place(campaign_id: int) -> Any:
+    """Which of a campaign's demonstrations fill one of their prompt's ``overlap_k`` places (storage.queue,
+    storage.progress): current versions written in the studio (imported writing fills none), except those whose
+    newest review rejected them, and an excluded writer's (storage.members) unless a lead accepted them. A rejected
+    demonstration frees its place, so the prompt goes to another writer; its writer may still revise it, and the
+    revision, unreviewed, holds a place again."""
+    return and_(
+        col(Demonstration.rater_id).is_not(None),
+        _current(),
+        ~_newest_review_is(ReviewStatus.rejected),
+        or_(
+            col(Demonstration.rater_id).not_in(excluded_raters(campaign_id)),
+            _newest_review_is(ReviewStatus.accepted),
+        ),
+    )
 
 
 def newest_reviews(*, session: Session, demonstration_ids: list[int]) -> dict[int, DemonstrationReview]:

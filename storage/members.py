@@ -4,7 +4,8 @@ A lead may *exclude* a rater from a campaign (a member whose role is ``excluded`
 and their judgments of it leave its exports and model evaluation and stop counting toward its overlap k, so the pairs
 they judged go back to the queue for others (storage.queue, storage.frontier, storage.export, storage.frames). The
 judgments stay in the database (the quality report still shows the rater); taking the member off the campaign lets
-them count again. Demonstrations are left as they are: a lead's review rejects them.
+them count again. Their demonstrations stay and export as a lead's review decides; those no lead accepted stop
+holding their prompts' places, so the prompts go back to the queue (storage.demonstrations.holding_a_place).
 """
 
 from __future__ import annotations

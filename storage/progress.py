@@ -1,7 +1,7 @@
 """How far a rater and a campaign have come: the counts behind a rater's progress line, as queries.
 
-An item is counted once: a revision (a row that supersedes another) is not new work. Imported writing (no rater)
-does not count toward a campaign's demonstrations, as in the work queue.
+An item is counted once: a revision (a row that supersedes another) is not new work. A campaign's demonstrations
+count as in the work queue (storage.demonstrations.holding_a_place): not imported writing, not rejected ones.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, exists, func, true
 from sqlmodel import Session, col, select
 
+from storage.demonstrations import holding_a_place
 from storage.members import excluded_raters
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
 
@@ -69,13 +70,13 @@ def judgment_coverage(*, session: Session, campaign: Campaign, before: datetime 
 
 
 def demonstration_coverage(*, session: Session, campaign: Campaign, before: datetime | None = None) -> tuple[int, int]:
-    """(collected, needed): rater-written demonstrations (before ``before``), and prompts x overlap_k."""
+    """(collected, needed): the demonstrations holding a place toward k (storage.demonstrations.holding_a_place;
+    before ``before``), and prompts x overlap_k."""
     prompts = _count(session, select(func.count(Prompt.id)).where(Prompt.campaign_id == campaign.id))
     query = (
         select(func.count(Demonstration.id))
         .join(Prompt, col(Prompt.id) == Demonstration.prompt_id)
-        .where(Prompt.campaign_id == campaign.id, col(Demonstration.rater_id).is_not(None))
-        .where(col(Demonstration.supersedes_id).is_(None))
+        .where(Prompt.campaign_id == campaign.id, holding_a_place(campaign.id))
     )
     collected = _count(session, query if before is None else query.where(Demonstration.created_at < before))
     return collected, prompts * campaign.overlap_k

@@ -28,6 +28,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from storage import active
+from storage.demonstrations import holding_a_place
 from storage.frontier import frontier
 from storage.members import excluded_raters
 from storage.models import (
@@ -88,8 +89,7 @@ def _claims(campaign_id: int, task: TaskKind) -> Any:
         done = select(col(Demonstration.prompt_id).label("item")).join(
             Prompt, col(Prompt.id) == Demonstration.prompt_id
         )
-        done = done.where(Prompt.campaign_id == campaign_id, col(Demonstration.supersedes_id).is_(None))
-        done = done.where(col(Demonstration.rater_id).is_not(None))  # imported writing does not count toward k
+        done = done.where(Prompt.campaign_id == campaign_id, holding_a_place(campaign_id))
         leased_item = Assignment.prompt_id
     leased = select(col(leased_item).label("item")).where(
         Assignment.campaign_id == campaign_id, Assignment.task == task

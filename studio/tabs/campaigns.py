@@ -271,7 +271,10 @@ def _members_section(leads: LeadService, campaign: gr.Dropdown) -> None:
                     leads.set_domains(actor, campaign_id, name, split_list(domains_))
             assigned = f"**{name}** is a {role_} here."
             if role_ == "excluded":
-                assigned = f"**{name}** is excluded here: their judgments no longer count; their pairs are open again."
+                assigned = (
+                    f"**{name}** is excluded here: their judgments (and demonstrations no lead accepted) "
+                    "no longer count; their pairs and prompts are open again."
+                )
             done = {"assign": assigned, "unassign": f"**{name}** is off this campaign.",
                     "set_domains": f"**{name}**'s domains are set."}[action]  # fmt: skip
             return {table: on_members(campaign_id, request, profile), status: done}

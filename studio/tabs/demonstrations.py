@@ -1,6 +1,7 @@
 """Demonstrations: a lead reads what raters wrote (plain text), with each claim checked against the response text,
 and accepts or rejects it with a note. Only accepted demonstrations go into SFT exports by default; imported writing
-goes unless rejected. Writers are shown by name (exports keep pseudonyms)."""
+goes unless rejected. A rejected demonstration written here frees its place, and its prompt goes to another writer.
+Writers are shown by name (exports keep pseudonyms)."""
 
 from __future__ import annotations
 
@@ -101,7 +102,10 @@ def build_demonstrations_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             with shown_to_user():
                 actor = current_user(leads, request, profile)
                 leads.review_demonstration(actor, int(demonstration_id), accept=accepted, note=why)
+                written_here = leads.demonstration(actor, int(demonstration_id)).pseudonym is not None
             done = f"Demonstration {int(demonstration_id)} {'accepted' if accepted else 'rejected'}."
+            if not accepted and written_here:  # storage.demonstrations.holding_a_place
+                done += " Its prompt goes back to the queue for another writer."
             listed = on_list(campaign_id, shown, request, profile)
             return {**on_open(demonstration_id, request, profile), **listed, status: done}
 

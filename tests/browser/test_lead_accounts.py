@@ -112,7 +112,7 @@ def test_a_lead_accepts_one_demonstration_and_rejects_another_and_only_the_accep
     expect(box(page, "demonstrations-text")).to_have_value(BAD)
     box(page, "demonstrations-note").fill("The boiling point is wrong: 100 °C at sea level.")
     page.locator("#demonstrations-reject").click()
-    expect(status).to_contain_text(f"Demonstration {bad} rejected.")
+    expect(status).to_contain_text(f"Demonstration {bad} rejected. Its prompt goes back to the queue for another")
     expect(standing).to_contain_text("Rejected by lena")
     screenshot(page, "lead-demonstrations")
     verdicts = rows(studio["engine"], select(DemonstrationReview.demonstration_id, DemonstrationReview.status))

@@ -6,7 +6,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select, text
 
-from storage import queue
+from storage import demonstrations, members, progress, queue
 from storage.db import write_session
 from storage.models import (
     Assignment,
@@ -15,10 +15,12 @@ from storage.models import (
     Campaign,
     CampaignKind,
     Demonstration,
+    DemonstrationCreate,
     JudgmentCreate,
     Pair,
     Prompt,
     Response,
+    ReviewStatus,
     Role,
     Side,
     TaskKind,
@@ -300,6 +302,69 @@ def test_demonstration_queue_counts_raters_not_imports(session):
     assert queue.next_prompt_assignment(session=session, user=second, campaign=campaign, now=now, lease=LEASE) is None
     assert lease_pair(session, first, campaign) is None  # a demonstration campaign holds no pair work
     assert queue.draft_response(session=session, prompt_id=pair.prompt_id).text.startswith("A ")
+
+
+def _writing_campaign(session, k, prompts):
+    campaign = Campaign(name=f"w-{random.random()}", kind=CampaignKind.demonstration, overlap_k=k)
+    session.add(campaign)
+    session.flush()
+    return campaign, [pair.prompt_id for pair in add_pairs(session, campaign, prompts)]
+
+
+def lease_prompt(session, user, campaign):
+    return queue.next_prompt_assignment(session=session, user=user, campaign=campaign, now=utcnow(), lease=LEASE)
+
+
+def write(session, user, prompt_id, assignment=None, supersedes=None):
+    text = DemonstrationCreate(
+        prompt_id=prompt_id, messages=[{"role": "assistant", "content": "an answer"}], supersedes_id=supersedes
+    )
+    return queue.record_demonstration(
+        session=session, demonstration=text, rater_id=user.id, guideline_version=1, now=utcnow(), assignment=assignment
+    )
+
+
+def review(session, demonstration, status):
+    demonstrations.record_review(session=session, demonstration=demonstration, status=status, note="", actor_id=None)
+
+
+def written(session, campaign):
+    return progress.demonstration_coverage(session=session, campaign=campaign)
+
+
+def test_a_rejected_demonstration_frees_its_place_and_a_revision_takes_one_again(session):
+    campaign, (prompt_id,) = _writing_campaign(session, k=1, prompts=1)
+    ada, bob = add_users(session, 2)
+    first = write(session, ada, prompt_id, lease_prompt(session, ada, campaign))
+    assert lease_prompt(session, bob, campaign) is None and written(session, campaign) == (1, 1)
+    review(session, first, ReviewStatus.accepted)
+    review(session, first, ReviewStatus.rejected)  # the newest review counts
+    assert written(session, campaign) == (0, 1)
+    assert lease_prompt(session, ada, campaign) is None  # never the same writer twice
+    assert lease_prompt(session, bob, campaign).prompt_id == prompt_id
+    write(session, ada, prompt_id, supersedes=first.id)  # ada revises it: unreviewed, it holds a place again
+    assert written(session, campaign) == (1, 1)
+    review(session, first, ReviewStatus.rejected)  # a review of a replaced version changes nothing
+    assert written(session, campaign) == (1, 1)
+
+
+def test_an_excluded_writers_demonstrations_free_their_places_unless_a_lead_accepted_them(session):
+    campaign, (kept, freed, rejected) = _writing_campaign(session, k=1, prompts=3)
+    ada, bob = add_users(session, 2)
+    verdicts = {kept: ReviewStatus.accepted, rejected: ReviewStatus.rejected}  # ``freed`` stays unreviewed
+    for _ in range(3):
+        assignment = lease_prompt(session, ada, campaign)
+        found = write(session, ada, assignment.prompt_id, assignment)
+        if found.prompt_id in verdicts:
+            review(session, found, verdicts[found.prompt_id])
+    # the accepted one and the unreviewed one hold their places; the rejected prompt is open again
+    assert written(session, campaign) == (2, 3)
+    members.set_member(session=session, campaign=campaign, user=ada, role=Role.excluded, actor_id=None)
+    assert written(session, campaign) == (1, 3)
+    assert [lease_prompt(session, bob, campaign).prompt_id for _ in range(2)] == [freed, freed]  # held: resumed
+    cara, dan = add_users(session, 2)
+    assert lease_prompt(session, cara, campaign).prompt_id == rejected
+    assert lease_prompt(session, dan, campaign) is None
 
 
 def test_probation_serves_only_calibration_until_the_rater_passes_again(session, campaign):

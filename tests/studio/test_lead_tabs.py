@@ -231,7 +231,7 @@ def test_a_lead_sets_up_a_campaign_imports_marks_assigns_and_adjudicates(studio,
     _, said = lead.predict(pilot, "nobody", "rater", "", api_name="/lead_assign")
     assert said == "**Not done:** There is no user named 'nobody'."
     members, said = lead.predict(pilot, "ada", "excluded", "", api_name="/lead_assign")
-    assert ["ada", "excluded", "", True] in members["data"] and "their pairs are open again" in said
+    assert ["ada", "excluded", "", True] in members["data"] and "their pairs and prompts are open again" in said
     detail = lead.predict(pair_id, api_name="/lead_pair_detail")
     assert detail[1] == "[user]\nSay hi" and detail[2] == "Hi!"
     *_, said = lead.predict(pair_id, 1, False, "  ", False, "safety", api_name="/lead_adjudicate")
