@@ -178,7 +178,9 @@ class StudioService(RaterHistory):
             session.info.setdefault(LOCKED_USERS, {})[rater_id] = found[0]
         self._active_user(session, rater_id)  # an inactive account is told so, whoever's the item
         if found is None or found[1].task != task:
-            raise PermissionDenied("This item is not assigned to you.")
+            raise PermissionDenied(
+                "This item is not assigned to you (any more: a lead may have taken you off its campaign)."
+            )
         _, assignment, campaign = found
         if assignment.closed_at is not None:
             raise ValidationFailed("This item was already submitted; ask for the next one.")

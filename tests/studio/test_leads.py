@@ -237,12 +237,16 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
     assert exported("before")[0][world.pairs[1]] == "answer 1B"  # r0 -2, r1 +1, r2 +2: B by majority
     with pytest.raises(ValidationFailed, match="cannot exclude yourself"):
         leads.assign(lead, world.c1, "lead", role="excluded")
-    assert studio.next_pair(world.users["r2"], world.c1).pair_id == world.pairs[3]  # r2 holds pair 3 open
+    held = studio.next_pair(world.users["r2"], world.c1)
+    assert held.pair_id == world.pairs[3]  # r2 holds pair 3 open
     row = leads.assign(lead, world.c1, "r2", role="excluded")
     assert (row.username, row.role) == ("r2", "excluded")
     with Session(world.engine) as s:  # their lease is dropped: pair 3 has room again
-        held = select(Assignment.pair_id).where(Assignment.rater_id == world.users["r2"])
-        assert s.exec(held.where(col(Assignment.closed_at).is_(None))).all() == []
+        leased = select(Assignment.pair_id).where(Assignment.rater_id == world.users["r2"])
+        assert s.exec(leased.where(col(Assignment.closed_at).is_(None))).all() == []
+    answer = JudgmentAnswer(choice=1, both_bad=False, criteria={}, reasoning="B.", confidence=4, time_on_task_s=9)
+    with pytest.raises(PermissionDenied, match="a lead may have taken you off its campaign"):
+        studio.submit_judgment(world.users["r2"], held.assignment_id, answer)
     leads.assign(lead, world.c1, "r1")
     assert [(m.username, m.role) for m in leads.members(lead, world.c1)] == [
         ("lead", "lead"), ("r1", "rater"), ("r2", "excluded")]  # fmt: skip
