@@ -19,7 +19,8 @@ whose score is linear in the features; it trains in a second, so every measureme
    ``quality_controlled_refilled``), excellent against mediocre labels by size, and the agreement ladder. Held-out
    pairs are those whose prompts no simulated rater saw. Discordant pairs are summed over the seeds for one exact
    test (the seeds' held-out sets overlap, so it is a pooled, not an independent, test), and each seed's own McNemar
-   p is given beside it.
+   p is given beside it. The same paired tests ask whether each export's head scores the longer reply higher less
+   often than the naive one's (``pooled_length``).
 
 The regularisation strength of the head is chosen in 1 (out of fold, HH labels) and kept for 2. The features are
 saved in ~/.cache/concord/reward_probe on the first run (``embed_s`` null: read from there). The last line printed
@@ -60,7 +61,7 @@ from benchmarks._report import report  # noqa: E402
 from storage.db import make_engine, upgrade_database  # noqa: E402
 from storage.export import export_campaign  # noqa: E402
 from storage.formats import PairRecord, prompt_hash  # noqa: E402
-from storage.quality.pairwise import pairwise_figures  # noqa: E402
+from storage.quality.pairwise import longer_scored_higher, pairwise_figures  # noqa: E402
 
 log = logging.getLogger("reward_probe")
 
@@ -80,6 +81,8 @@ EXPORTS = {
 # After the lead excluded the flagged raters and the others judged the pairs that opened again (rater_pool.
 # exclude_flagged): the excluded raters' judgments are out of every export by then.
 REFILLED = {"refilled": {"policy": "majority"}, "quality_controlled_refilled": EXPORTS["quality_controlled"]}
+# The per-pair arrays of a head's held-out figures that the paired tests read, and the figure each is the mean of
+PER_PAIR = {"correct": "accuracy", "longer_higher": "longer_response_scored_higher"}
 
 
 def key(prompt: list[dict], first: str, second: str) -> tuple[str, str, str]:
@@ -158,15 +161,17 @@ def fit(feats: np.ndarray, index: np.ndarray, a_won: np.ndarray, c: float) -> np
 
 
 def heldout_figures(scores: np.ndarray, pairs: list[PairRecord], index: np.ndarray) -> dict:
-    """pairwise_figures of the scores (2, len(index)) of A and B of pairs ``index`` against HH-RLHF's labels, and
-    which pairs the head got right."""
+    """pairwise_figures of the scores (2, len(index)) of A and B of pairs ``index`` against HH-RLHF's labels, and, for
+    the paired tests, which pairs the head got right (``correct``) and where it scored the longer reply higher
+    (``longer_higher``, over the pairs whose replies differ in length)."""
     a_won = np.array([pairs[i].preference < 0 for i in index])
     chosen, rejected = np.where(a_won, scores[0], scores[1]), np.where(a_won, scores[1], scores[0])
     lengths = np.array([[len(pairs[i].response_a), len(pairs[i].response_b)] for i in index])
-    figures = pairwise_figures(chosen, rejected, np.where(a_won, lengths[:, 0], lengths[:, 1]),
-                               np.where(a_won, lengths[:, 1], lengths[:, 0]))  # fmt: skip
+    lengths = np.where(a_won, lengths[:, 0], lengths[:, 1]), np.where(a_won, lengths[:, 1], lengths[:, 0])
+    figures = pairwise_figures(chosen, rejected, *lengths)
     keep = ("accuracy", "ci95", "longer_response_scored_higher")
-    return {name: figures[name] for name in keep} | {"correct": chosen > rejected}
+    return {name: figures[name] for name in keep} | {
+        "correct": chosen > rejected, "longer_higher": longer_scored_higher(chosen, rejected, *lengths)}  # fmt: skip
 
 
 def backbones(feats: dict, pairs: list[PairRecord]) -> tuple[dict, dict]:
@@ -188,7 +193,7 @@ def backbones(feats: dict, pairs: list[PairRecord]) -> tuple[dict, dict]:
             top = max(runs, key=lambda run: run["accuracy"])
             if top["accuracy"] > best.get(backbone, {"accuracy": -1})["accuracy"]:
                 best[backbone] = top
-    figures["best"] = {b: {k: v for k, v in run.items() if k != "correct"} for b, run in best.items()}
+    figures["best"] = {b: {k: v for k, v in run.items() if k not in PER_PAIR} for b, run in best.items()}
     if len(best) == 2:
         figures["mcnemar_p"] = proof.paired_p(*(run["correct"] for run in best.values()))
     return figures, best
@@ -259,11 +264,13 @@ def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict
             "label_sets": figures}  # fmt: skip
 
 
-def pooled(per_seed: list[dict], backbone: str, a: str, b: str) -> dict:
-    """``b`` against ``a`` over the seeds: mean accuracy gain, seeds where ``b`` was ahead, each seed's McNemar p, and
-    one exact test on the discordant pairs summed over the seeds."""
-    gains = [s[b][backbone]["accuracy"] - s[a][backbone]["accuracy"] for s in per_seed]
-    x = [(s[a][backbone]["correct"], s[b][backbone]["correct"]) for s in per_seed]
+def pooled(per_seed: list[dict], backbone: str, a: str, b: str, per_pair: str = "correct") -> dict:
+    """``b`` against ``a`` over the seeds, on ``per_pair`` (PER_PAIR: accuracy, or how often the longer reply scored
+    higher): the mean gain, seeds where ``b`` was ahead, each seed's McNemar p, and one exact test on the discordant
+    pairs summed over the seeds."""
+    figure = PER_PAIR[per_pair]
+    gains = [s[b][backbone][figure] - s[a][backbone][figure] for s in per_seed]
+    x = [(s[a][backbone][per_pair], s[b][backbone][per_pair]) for s in per_seed]
     only_b, only_a = sum(int((~ca & cb).sum()) for ca, cb in x), sum(int((ca & ~cb).sum()) for ca, cb in x)
     return {
         "mean_gain": round(float(np.mean(gains)), 4),
@@ -316,6 +323,8 @@ def main() -> None:
     comparisons[f"alpha-{alphas[-1]}_against_alpha-{alphas[0]}"] = (f"alpha-{alphas[0]}", f"alpha-{alphas[-1]}")
     figures["pooled"] = {f"{name}.{backbone}": pooled(label_sets, backbone, a, b)
                          for name, (a, b) in comparisons.items() for backbone in best}  # fmt: skip
+    figures["pooled_length"] = {f"{name}.{backbone}": pooled(label_sets, backbone, "naive", name, "longer_higher")
+                                for name in [*EXPORTS, *REFILLED] if name != "naive" for backbone in best}  # fmt: skip
     figures["total_s"] = round(time.perf_counter() - started)
     report("reward_probe", figures, "python benchmarks/reward_probe.py" + " --quick" * args.quick)
 

@@ -36,6 +36,9 @@ def test_the_head_learns_the_direction_the_labels_follow_and_not_shuffled_ones(p
     a_won = np.array([p.preference < 0 for p in pairs])
     learned = probe.heldout_figures(feats[:, test] @ probe.fit(feats, train, a_won[train], 1.0), pairs, test)
     assert learned["accuracy"] > 0.85 and learned["correct"].mean() == pytest.approx(learned["accuracy"], abs=1e-3)
+    longer = learned["longer_higher"]  # over the pairs whose replies differ in length: B is longer unless i % 7 == 0
+    assert len(longer) == sum(i % 7 != 0 for i in test)
+    assert longer.mean() == pytest.approx(learned["longer_response_scored_higher"], abs=1e-3)
     shuffled = np.random.default_rng(1).permutation(a_won[train])
     chance = probe.heldout_figures(feats[:, test] @ probe.fit(feats, train, shuffled, 1.0), pairs, test)
     assert 0.35 < chance["accuracy"] < 0.65
@@ -68,13 +71,20 @@ def test_an_exported_row_maps_back_to_its_pair_whichever_side_was_chosen(probe, 
 
 def test_seeds_pool_their_discordant_pairs_into_one_test(probe):
     def seed(a: list[bool], b: list[bool]) -> dict:
-        return {"x": {"m": {"accuracy": np.mean(a), "correct": np.array(a)}},
-                "y": {"m": {"accuracy": np.mean(b), "correct": np.array(b)}}}  # fmt: skip
+        def head(right: list[bool]) -> dict:  # the same pairs for accuracy and length: b right, and less often longer
+            right = np.array(right)
+            return {"accuracy": right.mean(), "correct": right,
+                    "longer_response_scored_higher": 1 - right.mean(), "longer_higher": ~right}  # fmt: skip
+
+        return {"x": {"m": head(a)}, "y": {"m": head(b)}}
 
     per_seed = [seed([True] * 10 + [False] * 10, [True] * 18 + [False] * 2)] * 3
     pooled = probe.pooled(per_seed, "m", "x", "y")
-    assert pooled["discordant"] == [24, 0] and pooled["seeds_ahead"] == 3
+    assert pooled["discordant"] == [24, 0] and pooled["seeds_ahead"] == 3 and pooled["mean_gain"] == 0.4
     assert pooled["pooled_p"] < 1e-6 < pooled["seed_p"][0] < 0.05
+    length = probe.pooled(per_seed, "m", "x", "y", "longer_higher")
+    assert length["discordant"] == [0, 24] and length["seeds_ahead"] == 0 and length["mean_gain"] == -0.4
+    assert length["pooled_p"] == pooled["pooled_p"]
 
 
 def test_features_are_embedded_once_and_read_back_for_the_same_recipe_length_and_pairs(probe, tmp_path, monkeypatch):
