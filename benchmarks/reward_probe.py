@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, disable_progress_bars
-from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
@@ -277,7 +276,7 @@ def pooled(per_seed: list[dict], backbone: str, a: str, b: str, per_pair: str = 
         "seeds_ahead": sum(g > 0 for g in gains),
         "seed_p": [proof.paired_p(ca, cb) for ca, cb in x],
         "discordant": [only_b, only_a],
-        "pooled_p": round(binomtest(only_b, only_b + only_a).pvalue, 4) if only_a + only_b else 1.0,
+        "pooled_p": proof.paired_p(*(np.concatenate([seed[i] for seed in x]) for i in (0, 1))),  # every seed's pairs
     }
 
 
