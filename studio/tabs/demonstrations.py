@@ -85,29 +85,32 @@ def build_demonstrations_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             rows = leads.demonstrations(actor, need_campaign(campaign_id), shown or "unreviewed")
         return {table: demonstrations_frame(rows)}
 
+    def shown(detail: DemonstrationDetail) -> dict:
+        return {summary: standing(detail), prompt: conversation_text(detail.messages), text: detail.text,
+                claims: claims_frame(detail), note: detail.verdict.note if detail.verdict else ""}  # fmt: skip
+
     @said_beside(status)
     def on_open(demonstration_id, request: gr.Request, profile: Profile) -> dict:
         if demonstration_id is None:
             raise gr.Error("Enter a demonstration id, or click one in the list.")
         with shown_to_user():
             detail = leads.demonstration(current_user(leads, request, profile), int(demonstration_id))
-        return {summary: standing(detail), prompt: conversation_text(detail.messages), text: detail.text,
-                claims: claims_frame(detail), note: detail.verdict.note if detail.verdict else ""}  # fmt: skip
+        return shown(detail)
 
     def on_review(accepted: bool):  # one handler for both buttons
         @said_beside(status)
-        def handler(campaign_id, shown, demonstration_id, why, request: gr.Request, profile: Profile) -> dict:
+        def handler(campaign_id, filtered, demonstration_id, why, request: gr.Request, profile: Profile) -> dict:
             if demonstration_id is None:
                 raise gr.Error("Open a demonstration first.")
             with shown_to_user():
                 actor = current_user(leads, request, profile)
                 leads.review_demonstration(actor, int(demonstration_id), accept=accepted, note=why)
-                written_here = leads.demonstration(actor, int(demonstration_id)).pseudonym is not None
+                detail = leads.demonstration(actor, int(demonstration_id))
             done = f"Demonstration {int(demonstration_id)} {'accepted' if accepted else 'rejected'}."
-            if not accepted and written_here:  # storage.demonstrations.holding_a_place
+            if not accepted and detail.pseudonym is not None:  # written here: storage.demonstrations.holding_a_place
                 done += " Its prompt goes back to the queue for another writer."
-            listed = on_list(campaign_id, shown, request, profile)
-            return {**on_open(demonstration_id, request, profile), **listed, status: done}
+            listed = on_list(campaign_id, filtered, request, profile)
+            return {**shown(detail), **listed, status: done}
 
         return handler
 
