@@ -22,8 +22,18 @@ from sqlmodel import Session
 
 from storage import history, members, queue
 from storage.db import read_session
-from storage.demonstrations import is_current
-from storage.models import Campaign, Demonstration, DemonstrationCreate, Judgment, Pair, Prompt, Response, utcnow
+from storage.demonstrations import Verdict, is_current, newest_reviews, newest_verdict
+from storage.models import (
+    Campaign,
+    Demonstration,
+    DemonstrationCreate,
+    Judgment,
+    Pair,
+    Prompt,
+    Response,
+    TaskKind,
+    utcnow,
+)
 from studio.access import PermissionDenied, Service
 from studio.validation import (
     JudgmentAnswer,
@@ -50,6 +60,7 @@ class HistoryItem:
     text: str  # the reasoning, or the written response
     choice: int | None  # display terms (-2 left much better .. 2 right much better); None for a demonstration
     revised: bool
+    review: str | None = None  # a demonstration's newest review by a lead: accepted | rejected; None: not reviewed
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class DemonstrationView:
     messages: list[dict[str, Any]]
     text: str
     claims: list[dict[str, Any]]
+    verdict: Verdict | None  # a lead's newest review of this version, its note written to the writer
 
 
 def parse_day(text: str | None, what: str) -> date | None:
@@ -126,12 +138,16 @@ class RaterHistory(Service):
                 session=session, rater_id=rater_id, campaign_ids=campaign_ids, text=text, limit=HISTORY_LIMIT,
                 since=_midnight(first) if first else None, until=_midnight(last + timedelta(days=1)) if last else None,
             )  # fmt: skip
+            written = [row.id for row in rows if row.kind == TaskKind.demonstration]
+            reviews = newest_reviews(session=session, demonstration_ids=written)
+        reviewed = {demonstration_id: str(review.status) for demonstration_id, review in reviews.items()}
         return [
             HistoryItem(
                 kind=str(row.kind), item_id=row.id, campaign=row.campaign, at=row.at,
                 prompt=_prompt_line(row.messages),
                 text=row.text, choice=None if row.left is None else flip(row.preference, row.left),
                 revised=row.revised,
+                review=reviewed.get(row.id) if row.kind == TaskKind.demonstration else None,
             )  # fmt: skip
             for row in rows
         ]
@@ -177,6 +193,7 @@ class RaterHistory(Service):
                 messages=prompt.messages,
                 text="\n\n".join(str(m.get("content", "")) for m in demo.messages),
                 claims=list(demo.claims),
+                verdict=newest_verdict(session=session, demonstration_id=demo.id),
             )
 
     def revise_judgment(self, rater_id: int, judgment_id: int, answer: JudgmentAnswer) -> int:

@@ -2,7 +2,8 @@
 
 The search takes words from the prompt or the rater's own reasoning or response, a campaign and a range of days;
 the list shows the newest 50 matches, each the current version. Choosing one reopens it beside the list: a
-judgment as the rater saw it (the same sides, their answer filled in), a demonstration with its text and claims.
+judgment as the rater saw it (the same sides, their answer filled in), a demonstration with its text, claims and
+a lead's review (accepted or rejected, with the lead's note: the list shows the verdict too).
 Saving appends a revision that supersedes it; the list and the form then show the new version. Calibration items
 look like any other here (their expected answer is never shown), and a revision never changes a calibration score.
 
@@ -17,6 +18,7 @@ import time
 
 import gradio as gr
 
+from storage.demonstrations import Verdict
 from studio.history import DemonstrationView, HistoryItem, JudgmentView
 from studio.login import current_user
 from studio.render import conversation_html, pane_html
@@ -45,7 +47,17 @@ def line(item: HistoryItem) -> str:
     """One entry of the list: when, where, what the rater answered, and the prompt's start."""
     answer = LABELS[item.choice] if item.kind == "judgment" else "written: " + " ".join(item.text.split())[:40]
     revised = " · revised" if item.revised else ""
-    return f"{item.at:%Y-%m-%d %H:%M} · {item.campaign} · {answer}{revised} · {item.prompt[:70]}"
+    reviewed = f" · {item.review}" if item.review else ""
+    return f"{item.at:%Y-%m-%d %H:%M} · {item.campaign} · {answer}{revised}{reviewed} · {item.prompt[:70]}"
+
+
+def verdict_line(verdict: Verdict | None) -> str:
+    """What a lead said of this version of the rater's demonstration, in Markdown."""
+    if verdict is None:
+        return "Not reviewed by a lead yet."
+    said = f" Their note: “{verdict.note}”" if verdict.note else ""
+    again = " A revision goes back to the leads for review." if verdict.status == "rejected" else ""
+    return f"**{verdict.status.capitalize()}** by a lead on {verdict.reviewed_at:%Y-%m-%d}.{said}{again}"
 
 
 def build_history_tab(service: StudioService, tab: gr.Tab) -> None:
@@ -81,6 +93,7 @@ def build_history_tab(service: StudioService, tab: gr.Tab) -> None:
                     save = gr.Button("Save revision", variant="primary", elem_id="history-submit")
         with gr.Column(scale=3, visible=False, elem_id="history-demo") as demo_form:
             demo_prompt = gr.HTML(elem_id="history-demo-prompt")
+            verdict = gr.Markdown(elem_id="history-demo-verdict")
             editor = gr.Textbox(label="Your response", lines=8, max_lines=20, elem_id="history-editor")
             claims = gr.Dataframe(headers=CLAIM_COLUMNS, datatype="str", type="array", column_count=3,
                                   interactive=True, label="Factual claims", elem_id="history-claims")  # fmt: skip
@@ -113,7 +126,8 @@ def build_history_tab(service: StudioService, tab: gr.Tab) -> None:
         rows = [[c.get("claim", ""), c.get("status", ""), c.get("source") or ""] for c in view.claims]
         return {
             opened: (view, time.monotonic()), pair_form: gr.Column(visible=False), demo_form: gr.Column(visible=True),
-            demo_prompt: conversation_html(view.messages), editor: view.text, claims: rows or [["", "", ""]],
+            demo_prompt: conversation_html(view.messages), verdict: verdict_line(view.verdict), editor: view.text,
+            claims: rows or [["", "", ""]],
         }  # fmt: skip
 
     def reopen(rater: int, value: str) -> dict:
@@ -168,7 +182,8 @@ def build_history_tab(service: StudioService, tab: gr.Tab) -> None:
         return shown | {status: saved}
 
     filters = [search, campaign, since, until]
-    outputs = [opened, pair_form, demo_form, prompt, left, right, *form, count, minimum, demo_prompt, editor, claims]
+    outputs = [opened, pair_form, demo_form, prompt, left, right, *form, count, minimum, demo_prompt, verdict, editor]
+    outputs += [claims]
     outputs += [results, status, campaign]
     events = {"show_progress_on": status, **RATER_EVENTS}
     tab.select(on_show, filters, outputs, api_visibility="private", **events)

@@ -129,6 +129,19 @@ def test_a_lead_accepts_one_demonstration_and_rejects_another_and_only_the_accep
     assert exported == [good] and record.row_count == 1
     page.context.close()
 
+    # ada, the writer, reads each verdict in her History, and the lead's note on the rejected one
+    writer = log_in(browser, studio["url"], "ada")
+    writer.get_by_role("tab", name="History").click()
+    listed = writer.locator("#history-list label")
+    expect(listed.filter(has_text="· accepted ·")).to_have_count(1)
+    listed.filter(has_text="· rejected ·").click()
+    verdict = writer.locator("#history-demo-verdict")
+    expect(verdict).to_contain_text("Rejected by a lead on")
+    expect(verdict).to_contain_text("The boiling point is wrong: 100 °C at sea level.")
+    expect(box(writer, "history-editor")).to_have_value(BAD)
+    screenshot(writer, "history-rejected")
+    writer.context.close()
+
 
 def test_an_admin_resets_a_password_the_old_one_stops_working_and_the_one_time_one_forces_a_change(studio, browser):
     with write_session(studio["engine"]) as session, session.begin():

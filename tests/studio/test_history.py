@@ -7,10 +7,11 @@ import pytest
 from datasets import load_from_disk
 from sqlmodel import Session, select
 
+from storage import demonstrations
 from storage.db import write_session
 from storage.export import export_campaign
 from storage.frames import calibration_frame_for, judgment_frame_for
-from storage.models import CampaignKind, CampaignMember, Demonstration, Judgment, Pair, Prompt, Role
+from storage.models import CampaignKind, CampaignMember, Demonstration, Judgment, Pair, Prompt, ReviewStatus, Role
 from storage.quality.agreement import campaign_agreement
 from storage.quality.raters import rater_table
 from studio.service import PermissionDenied, StudioService, ValidationFailed
@@ -166,6 +167,25 @@ def test_a_revised_demonstration_is_a_new_unreviewed_row_with_the_same_prompt_an
     with pytest.raises(ValidationFailed, match="already revised"):
         service.revise_demonstration(rater, first, text="Draft three.", claims=[], time_on_task_s=1.0)
     assert [(i.item_id, i.revised) for i in service.history(rater)] == [(revised, True)]
+
+
+def test_the_writer_sees_a_leads_verdict_and_note_until_they_revise(engine):
+    campaign_id, (rater, _) = seed(engine, pairs=1, kind=CampaignKind.demonstration)
+    service = StudioService(engine, rng=random.Random(0))
+    first = write(service, rater, campaign_id, "Water boils at 50 C.")
+    assert service.open_demonstration(rater, first).verdict is None
+    with write_session(engine) as s, s.begin():
+        for status, note in (("accepted", ""), ("rejected", "Wrong boiling point: 100 C at sea level.")):
+            demonstrations.record_review(session=s, demonstration=s.get(Demonstration, first),
+                                         status=ReviewStatus(status), note=note, actor_id=None)  # fmt: skip
+    (item,) = service.history(rater)
+    assert (item.item_id, item.review) == (first, "rejected")  # the newest review
+    verdict = service.open_demonstration(rater, first).verdict
+    assert (verdict.status, verdict.note) == ("rejected", "Wrong boiling point: 100 C at sea level.")
+    revised = service.revise_demonstration(rater, first, text="Water boils at 100 C.", claims=[], time_on_task_s=2.0)
+    (item,) = service.history(rater)
+    assert (item.item_id, item.review) == (revised, None)  # a revision is unreviewed
+    assert service.open_demonstration(rater, revised).verdict is None
 
 
 def test_a_revised_calibration_item_looks_like_any_other_and_keeps_its_first_answer_for_scoring(engine):
