@@ -90,6 +90,12 @@ def _newest_review_is(status: ReviewStatus) -> Any:
     )
 
 
+def awaiting_revision() -> Any:
+    """Which demonstrations a lead rejected (their newest review) and their writer has not revised since: the
+    writer's progress line counts their own (storage.progress), and History opens each with the lead's note."""
+    return and_(_current(), _newest_review_is(ReviewStatus.rejected))
+
+
 def holding_a_place(campaign_id: int) -> Any:
     """Which of a campaign's demonstrations fill one of their prompt's ``overlap_k`` places (storage.queue,
     storage.progress): current versions written in the studio (imported writing fills none), except those whose

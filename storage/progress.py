@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, exists, func, true
 from sqlmodel import Session, col, select
 
-from storage.demonstrations import holding_a_place
+from storage.demonstrations import awaiting_revision, holding_a_place
 from storage.members import excluded_raters
 from storage.models import CalibrationItem, Campaign, Demonstration, Judgment, Pair, Prompt
 
@@ -43,15 +43,24 @@ _WRITTEN = (
     .where(Prompt.campaign_id == CAMPAIGN, Demonstration.rater_id == RATER)
     .where(col(Demonstration.supersedes_id).is_(None))
 )
+_REJECTED = (
+    select(func.count())
+    .select_from(Demonstration)
+    .join(Prompt, col(Prompt.id) == Demonstration.prompt_id)
+    .where(Prompt.campaign_id == CAMPAIGN, Demonstration.rater_id == RATER, awaiting_revision())
+)
+_judged, _written, _rejected = _JUDGED.subquery(), _WRITTEN.subquery(), _REJECTED.subquery()
+_MINE = (  # one row of all three, one statement
+    select(*_judged.c, *_written.c, *_rejected.c).select_from(_judged.join(_written, true()).join(_rejected, true()))
+)
 
 
-_judged, _written = _JUDGED.subquery(), _WRITTEN.subquery()
-_MINE = select(*_judged.c, *_written.c).select_from(_judged.join(_written, true()))  # one row of both, one statement
-
-
-def count_mine(*, session: Session, rater_id: int, campaign_id: int, today: datetime) -> tuple[int, int, int, int]:
-    """(judged since ``today``, judged in all, written since ``today``, written in all): the pairs of the campaign this
-    rater judged (calibration items included) and the demonstrations they wrote for it."""
+def count_mine(
+    *, session: Session, rater_id: int, campaign_id: int, today: datetime
+) -> tuple[int, int, int, int, int]:
+    """(judged since ``today``, judged in all, written since ``today``, written in all, rejected): the pairs of the
+    campaign this rater judged (calibration items included), the demonstrations they wrote for it, and how many of
+    those await a revision after a lead rejected them (storage.demonstrations.awaiting_revision)."""
     return tuple(session.exec(_MINE, params={"rater": rater_id, "campaign": campaign_id, "today": today}).one())
 
 

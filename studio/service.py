@@ -119,6 +119,7 @@ class Progress:
     judged_total: int
     written_today: int
     written_total: int
+    written_rejected: int  # rejected by a lead, not yet revised (History opens each with the lead's note)
     judgments_collected: int  # every rater's, on regular pairs
     judgments_needed: int  # regular pairs x overlap_k
     demonstrations_collected: int
@@ -230,7 +231,7 @@ class StudioService(RaterHistory):
         correct, answered = queue.calibration_standing(
             session=session, rater_id=rater_id, campaign=campaign, before=as_of
         )
-        judged_today, judged_total, written_today, written_total = progress.count_mine(
+        judged_today, judged_total, written_today, written_total, rejected = progress.count_mine(
             session=session, rater_id=rater_id, campaign_id=campaign.id, today=today
         )
         return Progress(
@@ -238,6 +239,7 @@ class StudioService(RaterHistory):
             judged_total=judged_total,
             written_today=written_today,
             written_total=written_total,
+            written_rejected=rejected,
             judgments_collected=judged[0],
             judgments_needed=judged[1],
             demonstrations_collected=written[0],

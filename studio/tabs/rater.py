@@ -111,6 +111,8 @@ def progress_line(progress: Progress, task: str) -> str:
         collected, needed, what = progress.demonstrations_collected, progress.demonstrations_needed, "demonstrations"
     share = f" ({min(collected / needed, 1):.0%})" if needed else ""
     parts = [f"**{today}** {noun} today, **{total}** in all", f"campaign: {collected} of {needed} {what}{share}"]
+    if task == "demonstration" and progress.written_rejected:
+        parts.insert(1, f"**{progress.written_rejected}** rejected by a lead: see History for the note and revise")
     if progress.calibration_answered:
         parts.append(
             f"your calibration: {progress.calibration_correct} of {progress.calibration_answered} right "

@@ -131,6 +131,9 @@ def test_a_lead_accepts_one_demonstration_and_rejects_another_and_only_the_accep
 
     # ada, the writer, reads each verdict in her History, and the lead's note on the rejected one
     writer = log_in(browser, studio["url"], "ada")
+    writer.get_by_role("tab", name="Write").click()  # her progress line counts what waits for a revision
+    expect(writer.locator("#write-progress")).to_contain_text("1 rejected by a lead: see History for the note")
+    screenshot(writer, "write-rejected")
     writer.get_by_role("tab", name="History").click()
     listed = writer.locator("#history-list label")
     expect(listed.filter(has_text="· accepted ·")).to_have_count(1)

@@ -15,6 +15,7 @@ from storage.models import CampaignKind, CampaignMember, Demonstration, Judgment
 from storage.quality.agreement import campaign_agreement
 from storage.quality.raters import rater_table
 from studio.service import PermissionDenied, StudioService, ValidationFailed
+from studio.tabs.rater import progress_line
 from studio.validation import JudgmentAnswer
 from tests.studio.test_service import GOOD, seed
 
@@ -174,6 +175,7 @@ def test_the_writer_sees_a_leads_verdict_and_note_until_they_revise(engine):
     service = StudioService(engine, rng=random.Random(0))
     first = write(service, rater, campaign_id, "Water boils at 50 C.")
     assert service.open_demonstration(rater, first).verdict is None
+    assert service.progress(rater, campaign_id).written_rejected == 0
     with write_session(engine) as s, s.begin():
         for status, note in (("accepted", ""), ("rejected", "Wrong boiling point: 100 C at sea level.")):
             demonstrations.record_review(session=s, demonstration=s.get(Demonstration, first),
@@ -182,10 +184,15 @@ def test_the_writer_sees_a_leads_verdict_and_note_until_they_revise(engine):
     assert (item.item_id, item.review) == (first, "rejected")  # the newest review
     verdict = service.open_demonstration(rater, first).verdict
     assert (verdict.status, verdict.note) == ("rejected", "Wrong boiling point: 100 C at sea level.")
+    mine = service.progress(rater, campaign_id)
+    assert (mine.written_total, mine.written_rejected) == (1, 1)
+    assert "**1** rejected by a lead: see History for the note" in progress_line(mine, "demonstration")
+    assert "rejected" not in progress_line(mine, "judgment")
     revised = service.revise_demonstration(rater, first, text="Water boils at 100 C.", claims=[], time_on_task_s=2.0)
     (item,) = service.history(rater)
     assert (item.item_id, item.review) == (revised, None)  # a revision is unreviewed
     assert service.open_demonstration(rater, revised).verdict is None
+    assert service.progress(rater, campaign_id).written_rejected == 0  # the revision awaits a lead again
 
 
 def test_a_revised_calibration_item_looks_like_any_other_and_keeps_its_first_answer_for_scoring(engine):
