@@ -61,12 +61,14 @@ def _member_row(user: User, role: str) -> MemberRow:
 def with_names(report: dict[str, Any], names: dict[str, str], excluded: set[str]) -> dict[str, Any]:
     """The quality report as its leads read it: every rater entry gets a ``name`` (their username, by pseudonym) and
     ``excluded`` (whether a lead excluded them from the campaign: their judgments are in the report, not in exports),
-    and the disagreements' votes are keyed by name. Exports and the command line keep pseudonyms."""
+    and the disagreements' votes are keyed by name, "(excluded)" after an excluded rater's: the pair's majority
+    counts their vote, its export does not. Exports and the command line keep pseudonyms."""
     for entry in [*report["raters"], *report["flags"], *report["not_enough_evidence"]]:
         entry["name"] = names.get(entry["pseudonym"], entry["pseudonym"])
         entry["excluded"] = entry["pseudonym"] in excluded
     for row in report["disagreements"]:
-        row["votes"] = {names.get(who, who): vote for who, vote in row["votes"].items()}
+        votes = row["votes"].items()
+        row["votes"] = {names.get(who, who) + (" (excluded)" if who in excluded else ""): v for who, v in votes}
     return report
 
 

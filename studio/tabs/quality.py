@@ -166,7 +166,8 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         elem_id="quality-flags",
     )
     disagreements = gr.Dataframe(
-        label="Lowest-agreement pairs (votes: -2 A much better .. +2 B much better; open them under Adjudication)",
+        label="Lowest-agreement pairs (votes: -2 A much better .. +2 B much better; open them under Adjudication) · "
+        "majority and weighted count every vote, an excluded rater's too: the export leaves theirs out",
         interactive=False,
         wrap=True,
         elem_id="quality-disagreements",

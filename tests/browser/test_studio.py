@@ -368,6 +368,9 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     screenshot(page, "lead-quality")
     page.evaluate("document.querySelector('#quality-raters').scrollIntoView()")
     screenshot(page, "lead-quality-raters")
+    expect(page.locator("#quality-disagreements")).to_contain_text("an excluded rater's too")
+    page.evaluate("document.querySelector('#quality-disagreements').scrollIntoView()")
+    screenshot(page, "lead-quality-disagreements")
 
     page.get_by_role("tab", name="Export").click()
     page.locator("#export-run").click()

@@ -260,8 +260,10 @@ def test_an_excluded_rater_stops_rating_and_their_pairs_open_again_without_their
     assert world.pairs[1] not in rows  # r0 -2, r1 +1: a tie, left out
     assert "judgments left out: their raters were excluded from the campaign: 2" in card
     # The quality report keeps their judgments (the lead's evidence) and says they are excluded
-    raters = {r["name"]: r["excluded"] for r in leads.quality(lead, world.c1, n_boot=0)["raters"]}
-    assert raters == {"r0": False, "r1": False, "r2": True}
+    report = leads.quality(lead, world.c1, n_boot=0)
+    assert {r["name"]: r["excluded"] for r in report["raters"]} == {"r0": False, "r1": False, "r2": True}
+    (tipped,) = [d for d in report["disagreements"] if d["item"] == world.pairs[1]]  # r2's vote made its majority
+    assert tipped["votes"] == {"r0": -2, "r1": 1, "r2 (excluded)": 2}
     leads.unassign(lead, world.c1, "r2")  # their judgments count again
     assert exported("after")[0][world.pairs[1]] == "answer 1B"
     with Session(world.engine) as s:
@@ -468,4 +470,4 @@ def test_leads_see_raters_by_name_and_exports_keep_pseudonyms(world):
     )  # fmt: skip
     assert report["raters"][0]["name"] == report["flags"][0]["name"] == "ada"
     assert report["raters"][0]["excluded"] and report["flags"][0]["excluded"]
-    assert report["disagreements"][0]["votes"] == {"ada": 2, "rater-x": -1}  # an unknown pseudonym stays as it is
+    assert report["disagreements"][0]["votes"] == {"ada (excluded)": 2, "rater-x": -1}  # unknown: as it is
