@@ -1,11 +1,12 @@
 """Generation started by a lead, and an evaluation campaign's results. No UI code, no torch.
 
-``start_generation`` runs ``launch.py generate`` as a subprocess (the Gradio process never loads a model) with the
-campaign's database URL in its environment, its output to a log under ``$CONCORD_DATA_DIR/generation/``
-(``<campaign id>-<UTC time>.log``), and returns at once; an AuditEvent ``generation.start`` records the command's
-models, pid and log. ``generation_progress`` reads the newest such event back: responses stored per model against
-prompts x n, and whether the process runs, finished or failed (its return code, and the log's last line as the
-reason). A process this studio did not start (it restarted meanwhile) is told apart by its log alone.
+``start_generation`` runs ``launch.py generate`` as a subprocess (the Gradio process never loads a model) in the
+studio's working directory with its database and data folder (studio.run_views.child_environment), its output to a log
+under ``$CONCORD_DATA_DIR/generation/`` (``<campaign id>-<UTC time>.log``), and returns at once; an AuditEvent
+``generation.start`` records the command's models, pid and log. ``generation_progress`` reads the newest such event
+back: responses stored per model against prompts x n, and whether the process runs, finished or failed (its return
+code, and the log's last line as the reason). A process this studio did not start (it restarted meanwhile) is told
+apart by its log alone.
 
 Endpoint keys never pass through here: the subprocess inherits the server's environment
 (``$CONCORD_OPENAI_API_KEY`` or ``$OPENAI_API_KEY``).
@@ -13,7 +14,6 @@ Endpoint keys never pass through here: the subprocess inherits the server's envi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from storage.candidates import stored_samples
 from storage.db import data_dir, read_session
 from storage.models import AuditEvent, CampaignKind, Prompt
 from studio.access import Service
+from studio.run_views import child_environment
 from studio.validation import ValidationFailed
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -125,11 +126,10 @@ class GenerationService(Service):
             raise ValidationFailed("A generation for this campaign is still running: wait for it to finish.")
         started = datetime.now(UTC)
         log = log_folder() / f"{campaign_id}-{started:%Y%m%dT%H%M%S%f}.log"
-        env = {**os.environ, "CONCORD_DATABASE_URL": self.engine.url.render_as_string(hide_password=False)}
         command = generation_command(name, specs, n, temperature, max_new_tokens)
         with log.open("wb") as out:  # the child holds its own copy of the file; ours closes now
-            process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)  # fmt: skip
+            process = subprocess.Popen(command, cwd=Path.cwd(), env=child_environment(self.engine), stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
         _running[process.pid] = process
         details = {"campaign_id": campaign_id, "pid": process.pid, "log": str(log), "n": n,
                    "models": [model_name(spec) for spec in specs], "started": started.isoformat()}  # fmt: skip

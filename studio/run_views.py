@@ -9,6 +9,7 @@ stands for it, ``starting`` while the process lives, else ``failed`` with its lo
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from storage import run_folder
-from storage.db import read_session
+from storage.db import data_dir, read_session
 from storage.models import ExportRecord, TrainingRun, User
 from storage.run_folder import Progress
 from storage.runs import (
@@ -39,6 +40,14 @@ from studio.access import Service
 
 CHILDREN: dict[int, subprocess.Popen] = {}  # pid -> a process this studio started, to reap it and read its code
 EXITED: dict[int, int] = {}  # pid -> exit code of a child reaped
+
+
+def child_environment(engine: Any) -> dict[str, str]:
+    """The environment of a process the studio starts (training, evaluation, scoring, generation), which runs in the
+    studio's working directory: the studio's database and data folder, however relative their settings."""
+    url = engine.url.render_as_string(hide_password=False)
+    return {**os.environ, "CONCORD_DATABASE_URL": url, "CONCORD_DATA_DIR": str(data_dir().resolve()),
+            "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
 @dataclass(frozen=True)

