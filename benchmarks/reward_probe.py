@@ -16,7 +16,9 @@ whose score is linear in the features; it trains in a second, so every measureme
    rater pool, exports and labels, on several seeds): QC against naive (and QC's parts: flagged raters left out,
    with majority or Dawid-Skene consensus, no contested pair dropped), then the same campaign once the lead has
    excluded the flagged raters and the others have judged the pairs that opened again (``refilled``: majority;
-   ``quality_controlled_refilled``), excellent against mediocre labels by size, and the agreement ladder. Held-out
+   ``quality_controlled_refilled``), excellent against mediocre labels by size, and the agreement ladder, twice:
+   labelled by the majority of three judgments (``alpha-A``, as quality_proof.py), and by one judgment from the
+   same raters (``single-alpha-A``, its alpha measured on three judgments of OVERLAP_PAIRS of the pairs). Held-out
    pairs are those whose prompts no simulated rater saw. Discordant pairs are summed over the seeds for one exact
    test (the seeds' held-out sets overlap, so it is a pooled, not an independent, test), and each seed's own McNemar
    p is given beside it. The same paired tests ask whether each export's head scores the longer reply higher less
@@ -80,6 +82,8 @@ EXPORTS = {
 # After the lead excluded the flagged raters and the others judged the pairs that opened again (rater_pool.
 # exclude_flagged): the excluded raters' judgments are out of every export by then.
 REFILLED = {"refilled": {"policy": "majority"}, "quality_controlled_refilled": EXPORTS["quality_controlled"]}
+OVERLAP_PAIRS = 400  # the single-label ladder's agreement: three judgments of this many of its pairs, as a
+# campaign that labels each pair once measures its raters on an overlap sample
 # The per-pair arrays of a head's held-out figures that the paired tests read, and the figure each is the mean of
 PER_PAIR = {"correct": "accuracy", "longer_higher": "longer_response_scored_higher"}
 
@@ -246,10 +250,15 @@ def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict
                                       ("mediocre", size["mediocre"], mixed, 1)):  # fmt: skip
         for n in sizes:
             label_sets[f"{quality}-{n}"] = labelled_index(proof.labelled(pool, raters, k, n, rng)[0], where)
-    for target, share in proof.ladder_shares(size["alphas"], pool, rng).items():
+    shares = proof.ladder_shares(size["alphas"], pool, rng)
+    for target, share in shares.items():
         rows, judgments = proof.labelled(pool, proof.raters_at(share), 3, size["ladder_pairs"], rng)
         label_sets[f"alpha-{target}"] = labelled_index(rows, where)
         label_sets[f"alpha-{target}"] += (proof.alpha(judgments),)
+    for target, share in shares.items():  # the same raters, one judgment a pair: nothing outvotes a wrong one
+        rows, _ = proof.labelled(pool, proof.raters_at(share), 1, size["ladder_pairs"], rng)
+        overlap = proof.labelled(pool[:OVERLAP_PAIRS], proof.raters_at(share), 3, None, rng)[1]
+        label_sets[f"single-alpha-{target}"] = labelled_index(rows, where) + (proof.alpha(overlap),)
     truth = np.array([p.preference < 0 for p in pairs])
     figures = {}
     for name, (index, a_won, *measured) in label_sets.items():
@@ -319,7 +328,11 @@ def main() -> None:
         for many in size["proof"]["mediocre"]:
             comparisons[f"excellent-{good}_against_mediocre-{many}"] = (f"mediocre-{many}", f"excellent-{good}")
     alphas = size["proof"]["alphas"]
-    comparisons[f"alpha-{alphas[-1]}_against_alpha-{alphas[0]}"] = (f"alpha-{alphas[0]}", f"alpha-{alphas[-1]}")
+    for ladder in ("alpha", "single-alpha"):
+        comparisons[f"{ladder}-{alphas[-1]}_against_{ladder}-{alphas[0]}"] = (f"{ladder}-{alphas[0]}",
+                                                                              f"{ladder}-{alphas[-1]}")  # fmt: skip
+    for target in alphas:  # what the majority of three buys over one judgment, at each agreement
+        comparisons[f"alpha-{target}_against_single-alpha-{target}"] = (f"single-alpha-{target}", f"alpha-{target}")
     figures["pooled"] = {f"{name}.{backbone}": pooled(label_sets, backbone, a, b)
                          for name, (a, b) in comparisons.items() for backbone in best}  # fmt: skip
     figures["pooled_length"] = {f"{name}.{backbone}": pooled(label_sets, backbone, "naive", name, "longer_higher")
