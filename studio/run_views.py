@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from storage import run_folder
@@ -42,7 +43,7 @@ CHILDREN: dict[int, subprocess.Popen] = {}  # pid -> a process this studio start
 EXITED: dict[int, int] = {}  # pid -> exit code of a child reaped
 
 
-def child_environment(engine: Any) -> dict[str, str]:
+def child_environment(engine: Engine) -> dict[str, str]:
     """The environment of a process the studio starts (training, evaluation, scoring, generation), which runs in the
     studio's working directory: the studio's database and data folder, however relative their settings."""
     url = engine.url.render_as_string(hide_password=False)
