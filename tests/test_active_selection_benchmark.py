@@ -18,6 +18,7 @@ def active_selection(shared_data, monkeypatch):
     return importlib.import_module("benchmarks.active_selection")
 
 
+@pytest.mark.slow  # about 35 s: its --quick run trains and scores
 def test_quick_mode_follows_the_scores_and_keeps_k(active_selection, tmp_path):
     size = active_selection.QUICK
     figures = active_selection.measure(size, [0, 1], tmp_path)
