@@ -3,6 +3,7 @@ runs at once, stopping, a run whose process died, lineage, and work on a finishe
 script in place of ``launch.py train`` that writes what a run writes (its row, log history, readiness, metrics)."""
 
 import json
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,9 +28,9 @@ from studio.validation import ValidationFailed
 from tests.studio.test_lead_tabs import client
 from tests.studio.test_lead_tabs import studio as lead_studio  # noqa: F401  (the fixture)
 
-# A run as launch.py train leaves it, by mode: finish (4 logged steps, metrics), hang (until stopped), die (exits
-# with its row still running, as a killed process would), linger (marks its row finished, then waits for a file
-# "release" in its folder before its last line).
+# A run as launch.py train leaves it, by mode: finish (4 logged steps, metrics), gate (as finish, once a file "go"
+# is in its folder), hang (until stopped), die (exits with its row still running, as a killed process would),
+# linger (marks its row finished, then waits for a file "release" in its folder before its last line).
 TRAIN = """
 import json, os, sys, time
 from pathlib import Path
@@ -49,6 +50,8 @@ lines += [{"step": s, "max_steps": 4, "time": time.time() + s, "loss": 1.0 / s, 
           for s in range(1, 5)]
 (model / "log_history.jsonl").write_text("".join(json.dumps(line) + "\\n" for line in lines))
 print("training", name, flush=True)
+while mode == "gate" and not (Path(folder) / "go").exists():
+    time.sleep(0.05)
 if mode == "hang":
     time.sleep(120)
 if mode == "die":
@@ -108,12 +111,14 @@ def wait(leads, ids, name: str, until=lambda view: view.state not in ("starting"
 
 def test_a_lead_starts_a_run_and_reads_it_back_when_it_finishes(world):
     leads, ids, modes = world
-    view = start(leads, ids, modes, "rm-1", model="/m/tiny", options=RunOptions("mean", 0.5, 0.2, True),
+    view = start(leads, ids, modes, "rm-1", "gate", model="/m/tiny", options=RunOptions("mean", 0.5, 0.2, True),
                  overrides="--max_steps 4 --learning_rate 1e-3")  # fmt: skip
-    assert view.state in ("starting", "running")
+    assert view.state in ("starting", "running"), "start_run returns while the run runs"
     assert modes["flags"] == ["--policy", "mean", "--min_agreement", "0.5", "--test_fraction", "0.2",
                               "--exclude_flagged_raters", "true", "--max_steps", "4", "--learning_rate", "1e-3",
                               "--model_name_or_path", "/m/tiny"]  # fmt: skip
+    wait(leads, ids, "rm-1", until=lambda view: view.state == "running")
+    (Path(_row(leads, "rm-1").output_path) / "go").touch()
     done = wait(leads, ids, "rm-1")
     assert done.state == "finished" and (done.progress.step, done.progress.max_steps) == (4, 4)
     assert done.metrics["heldout_pairwise_accuracy"] == 0.75
@@ -170,9 +175,8 @@ def test_a_stopped_run_is_stopped_and_its_processes_are_gone(world):
     with Session(leads.engine) as session:
         pid = session.exec(select(AuditEvent).where(AuditEvent.action == "run.start")).one().details["pid"]
     assert pid in studio.runs.CHILDREN
-    began = time.monotonic()
     stopped = leads.stop_run(ids["lead"], ids["runs"], "long", grace_s=5)
-    assert stopped.state == "stopped" and time.monotonic() - began < 5, "SIGTERM was enough"
+    assert stopped.state == "stopped" and studio.runs.EXITED[pid] == -signal.SIGTERM, "SIGTERM was enough"
     assert pid not in studio.runs.CHILDREN
     with Session(leads.engine) as session:
         run = session.exec(select(TrainingRun).where(TrainingRun.name == "long")).one()
