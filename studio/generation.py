@@ -28,13 +28,12 @@ from storage.candidates import stored_samples
 from storage.db import data_dir, read_session
 from storage.models import AuditEvent, CampaignKind, Prompt
 from studio.access import Service
-from studio.run_views import child_environment
+from studio.run_views import CHILDREN, EXITED, child_environment, reap
 from studio.validation import ValidationFailed
 
 PROJECT = Path(__file__).resolve().parents[1]
 START = "generation.start"
 MAX_N = 64
-_running: dict[int, subprocess.Popen] = {}  # pid -> the process this studio started, to read its return code
 
 
 @dataclass(frozen=True)
@@ -102,12 +101,12 @@ def _last_line(log: Path) -> str:
 
 
 def _state(pid: int, log: Path) -> tuple[str, str]:
-    process = _running.get(pid)
-    if process is None:  # started before this studio did: its log says what it can
-        return "unknown", _last_line(log)
-    code = process.poll()
-    if code is None:
+    reap()
+    if pid in CHILDREN:
         return "running", ""
+    code = EXITED.get(pid)
+    if code is None:  # started before this studio did: its log says what it can
+        return "unknown", _last_line(log)
     return ("finished", "") if code == 0 else ("failed", _last_line(log) or f"exit code {code}")
 
 
@@ -130,7 +129,7 @@ class GenerationService(Service):
         with log.open("wb") as out:  # the child holds its own copy of the file; ours closes now
             process = subprocess.Popen(command, cwd=Path.cwd(), env=child_environment(self.engine), stdout=out,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
-        _running[process.pid] = process
+        CHILDREN[process.pid] = process
         details = {"campaign_id": campaign_id, "pid": process.pid, "log": str(log), "n": n,
                    "models": [model_name(spec) for spec in specs], "started": started.isoformat()}  # fmt: skip
         self._transaction(lambda session: session.add(AuditEvent(actor_id=actor_id, action=START, target=name,
