@@ -16,13 +16,16 @@ pairwise accuracy with a 95% Wilson interval (a tie counts as wrong), and McNema
    that opened again (rater_pool.exclude_flagged), and the quality-controlled export trains a third model.
 2. **Quality over quantity**: excellent labels (the majority of three careful raters) against mediocre ones (one
    judgment each from the mixed pool), at several sizes, so that 10x as many mediocre pairs meet the excellent ones.
-3. **Agreement ladder**: the same number of pairs labelled by the majority of three judgments from expert raters
-   with random raters mixed in until the labels' Krippendorff's alpha (nominal A / tie / B) is about 0.3, 0.5, 0.7
-   and 0.9.
+3. **Agreement ladder**: the same number of pairs, each labelled by one judgment (a campaign without overlap, where
+   nothing outvotes a wrong label), from expert raters with random raters mixed in until their Krippendorff's alpha
+   (nominal A / tie / B, measured as such a campaign measures it: three judgments of OVERLAP_PAIRS of the pairs) is
+   about 0.3, 0.5, 0.7 and 0.9; McNemar's exact test of each rung against the lowest. (Labelled by the majority of
+   three judgments instead, the same rungs' labels are 92-99% right and the ladder is flat: benchmarks/reward_probe.py
+   measures both ladders over five seeds.)
 
-Labels of 2 and 3 are simulated with the same rater model as 1 and imported as a campaign's pairs; 3's alpha is the
-export's own figure. The last line printed is one JSON object; a section is appended to docs/benchmarks.md and the
-plot is written to docs/images/quality_proof.png.
+Labels of 2 and 3 are simulated with the same rater model as 1 and imported as a campaign's pairs. The last line
+printed is one JSON object; a section is appended to docs/benchmarks.md and the plot is written to
+docs/images/quality_proof.png.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ HELDOUT_FRACTION = 0.3  # of the prompts: about 1,150 pairs for the paired tests
 # 4 points apart). The 2,690 pairs left keep about 2,380 single judgments that are not ties: room for 2,000 mediocre
 MIXED_POOL = {"careful": 24, "random": 4, "position": 4, "length": 4, "tie_lazy": 4}  # rater_pool.py's full pool
 EXPERT_RIGHT = 0.97  # the ladder's experts: right this often, else wrong (no ties)
+OVERLAP_PAIRS = 400  # a one-judgment rung's agreement: three judgments of this many of its pairs, as a campaign that
+# labels each pair once measures its raters on an overlap sample
 FULL = {"pool_pairs": 1200, "excellent": (100, 200), "mediocre": (200, 2000), "alphas": (0.3, 0.5, 0.7, 0.9),
         "ladder_pairs": 600, "heldout_pairs": None, "pair_passes": 1000, "train": ["--max_length", "128"]}  # fmt: skip
 QUICK = {"pool_pairs": 90, "excellent": (30,), "mediocre": (90,), "alphas": (0.3, 0.9), "ladder_pairs": 40,
@@ -251,21 +256,31 @@ def ladder_shares(targets, pairs, rng: random.Random) -> dict[float, float]:
     """For each target alpha, the share of random raters (in steps of 0.05) whose judgments come closest to it,
     measured on a sample of the pairs."""
     shares = np.linspace(0, 1, 21)
-    measured = np.array([alpha(labelled(pairs[:400], raters_at(s), 3, None, rng)[1]) for s in shares])
+    measured = np.array([alpha(labelled(pairs[:OVERLAP_PAIRS], raters_at(s), 3, None, rng)[1]) for s in shares])
     return {target: float(shares[int(np.argmin(np.abs(measured - target)))]) for target in targets}
 
 
+def one_judgment_rung(pairs, share: float, n: int, rng: random.Random) -> tuple[list[PairRecord], float]:
+    """The first ``n`` of ``pairs`` labelled by one judgment each from ``raters_at(share)``, and those raters' alpha
+    on three judgments of OVERLAP_PAIRS of the pairs."""
+    rows, _ = labelled(pairs, raters_at(share), 1, n, rng)
+    return rows, alpha(labelled(pairs[:OVERLAP_PAIRS], raters_at(share), 3, None, rng)[1])
+
+
 def agreement_ladder(engine, folder: Path, size: dict, pairs, heldout: Dataset, seed: int) -> dict:
-    """Experiment 3: the same number of pairs, labelled by 3 judgments each, at rising agreement."""
+    """Experiment 3: the same number of pairs, one judgment each, at rising agreement; each rung against the lowest."""
     rng, figures = random.Random(seed), {}
     truth = {(p.response_a, p.response_b): int(np.sign(p.preference)) for p in pairs}
     for target, share in ladder_shares(size["alphas"], pairs, rng).items():
-        rows, judgments = labelled(pairs, raters_at(share), 3, size["ladder_pairs"], rng)
+        rows, measured = one_judgment_rung(pairs, share, size["ladder_pairs"], rng)
         name = f"alpha-{target}"
         import_pairs(engine, folder, name, rows)
         figures[name] = train_and_score(engine, folder, name, name, size, heldout, seed, len(rows))
-        figures[name] |= {"random_rater_share": round(share, 2), "measured_alpha": alpha(judgments),
+        figures[name] |= {"random_rater_share": round(share, 2), "measured_alpha": measured,
                           "label_accuracy": label_accuracy(rows, truth)}  # fmt: skip
+    lowest, *higher = figures.values()
+    for rung in higher:
+        rung["mcnemar_p_against_lowest"] = paired_p(lowest["correct"], rung["correct"])
     return figures
 
 
@@ -293,7 +308,9 @@ def plot(figures: dict, path: Path) -> None:
     xs, ys, errors = points(figures["agreement_ladder"], "measured_alpha")
     axes[1].errorbar(xs, ys, yerr=errors, marker="o", capsize=3)
     axes[1].axvline(0.6, color="grey", linestyle=":", label="alpha 0.6: runs stop below it")
-    axes[1].set(xlabel="Krippendorff's alpha of the labels", title="Agreement ladder (same number of pairs)")
+    rung = next(iter(figures["agreement_ladder"].values()))
+    axes[1].set(xlabel="Krippendorff's alpha of the raters",
+                title=f"Agreement ladder ({rung['train_pairs']} pairs, one judgment each)")  # fmt: skip
     qc = figures["qc_against_naive"]
     names = ["naive", "quality_controlled", "quality_controlled_refilled"]
     ys = [qc[n]["heldout_accuracy"] for n in names]

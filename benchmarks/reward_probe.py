@@ -17,12 +17,12 @@ whose score is linear in the features; it trains in a second, so every measureme
    with majority or Dawid-Skene consensus, no contested pair dropped), then the same campaign once the lead has
    excluded the flagged raters and the others have judged the pairs that opened again (``refilled``: majority;
    ``quality_controlled_refilled``), excellent against mediocre labels by size, and the agreement ladder, twice:
-   labelled by the majority of three judgments (``alpha-A``, as quality_proof.py), and by one judgment from the
-   same raters (``single-alpha-A``, its alpha measured on three judgments of OVERLAP_PAIRS of the pairs). Held-out
-   pairs are those whose prompts no simulated rater saw. Discordant pairs are summed over the seeds for one exact
-   test (the seeds' held-out sets overlap, so it is a pooled, not an independent, test), and each seed's own McNemar
-   p is given beside it. The same paired tests ask whether each export's head scores the longer reply higher less
-   often than the naive one's (``pooled_length``).
+   labelled by the majority of three judgments (``alpha-A``), and by one judgment from the same raters
+   (``single-alpha-A``, as quality_proof.py: its alpha measured on three judgments of proof.OVERLAP_PAIRS pairs).
+   Held-out pairs are those whose prompts no simulated rater saw. Discordant pairs are summed over the seeds for one
+   exact test (the seeds' held-out sets overlap, so it is a pooled, not an independent, test), and each seed's own
+   McNemar p is given beside it. The same paired tests ask whether each export's head scores the longer reply
+   higher less often than the naive one's (``pooled_length``).
 
 The regularisation strength of the head is chosen in 1 (out of fold, HH labels) and kept for 2. The features are
 saved in ~/.cache/concord/reward_probe on the first run (``embed_s`` null: read from there). The last line printed
@@ -82,8 +82,6 @@ EXPORTS = {
 # After the lead excluded the flagged raters and the others judged the pairs that opened again (rater_pool.
 # exclude_flagged): the excluded raters' judgments are out of every export by then.
 REFILLED = {"refilled": {"policy": "majority"}, "quality_controlled_refilled": EXPORTS["quality_controlled"]}
-OVERLAP_PAIRS = 400  # the single-label ladder's agreement: three judgments of this many of its pairs, as a
-# campaign that labels each pair once measures its raters on an overlap sample
 # The per-pair arrays of a head's held-out figures that the paired tests read, and the figure each is the mean of
 PER_PAIR = {"correct": "accuracy", "longer_higher": "longer_response_scored_higher"}
 
@@ -256,9 +254,8 @@ def proof_with_head(feats: dict, best: dict, pairs: list[PairRecord], size: dict
         label_sets[f"alpha-{target}"] = labelled_index(rows, where)
         label_sets[f"alpha-{target}"] += (proof.alpha(judgments),)
     for target, share in shares.items():  # the same raters, one judgment a pair: nothing outvotes a wrong one
-        rows, _ = proof.labelled(pool, proof.raters_at(share), 1, size["ladder_pairs"], rng)
-        overlap = proof.labelled(pool[:OVERLAP_PAIRS], proof.raters_at(share), 3, None, rng)[1]
-        label_sets[f"single-alpha-{target}"] = labelled_index(rows, where) + (proof.alpha(overlap),)
+        rows, measured = proof.one_judgment_rung(pool, share, size["ladder_pairs"], rng)
+        label_sets[f"single-alpha-{target}"] = labelled_index(rows, where) + (measured,)
     truth = np.array([p.preference < 0 for p in pairs])
     figures = {}
     for name, (index, a_won, *measured) in label_sets.items():

@@ -45,12 +45,17 @@ def test_excellent_labels_beat_mediocre_ones_and_the_ladder_climbs(proof):
 
 
 def test_on_the_ladder_one_judgment_a_pair_loses_accuracy_with_agreement_and_three_outvote_the_random_raters(proof):
-    """reward_probe.py's two ladders: the same raters labelling each pair once, or by the majority of three."""
+    """The two ladders (quality_proof.py's, and reward_probe.py's second): the same raters labelling each pair once,
+    with their alpha measured on an overlap of three judgments, or by the majority of three."""
     data, rng = pairs(1500), random.Random(2)
     truth = {(p.response_a, p.response_b): p.preference for p in data}
-    accuracy = {(share, k): proof.label_accuracy(proof.labelled(data, proof.raters_at(share), k, 600, rng)[0], truth)
-                for share in (0.6, 0.3, 0) for k in (1, 3)}  # fmt: skip
-    single, majority = ([accuracy[share, k] for share in (0.6, 0.3, 0)] for k in (1, 3))
+    rungs = {share: proof.one_judgment_rung(data, share, 600, rng) for share in (0.6, 0.3, 0)}
+    assert all(len(rows) == 600 for rows, _ in rungs.values())
+    alphas = [measured for _, measured in rungs.values()]
+    assert alphas == sorted(alphas) and alphas[0] < 0.4 and alphas[-1] > 0.85, alphas
+    single = [proof.label_accuracy(rows, truth) for rows, _ in rungs.values()]
+    majority = [proof.label_accuracy(proof.labelled(data, proof.raters_at(share), 3, 600, rng)[0], truth)
+                for share in rungs]  # fmt: skip
     assert single == sorted(single) and single[0] < 0.76 and single[-1] > 0.94, single
     assert all(one < three for one, three in zip(single, majority, strict=True)), (single, majority)
 
