@@ -89,6 +89,7 @@ def _settings_form() -> list:
         rubric = gr.Textbox(label="Rubric criteria (comma-separated)", elem_id="campaigns-rubric")
         domains = gr.Textbox(label="Domains (comma-separated)", elem_id="campaigns-domains")
         overlap_k = gr.Number(3, label="Raters per item (k)", precision=0, minimum=1, maximum=50,
+                              info="3 or more: agreement is measured and a careless vote is outvoted; 1: neither",
                               elem_id="campaigns-overlap-k")  # fmt: skip
         min_chars = gr.Number(20, label="Minimum reasoning characters", precision=0, minimum=0,
                               elem_id="campaigns-min-reasoning")  # fmt: skip

@@ -356,6 +356,9 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     page.get_by_role("tab", name="Lead").click()
     expect(page.locator("#lead-campaign input")).to_have_value("demo")
     expect(page.locator("#campaigns-guidelines textarea")).to_have_value(re.compile("^# Demo campaign guidelines"))
+    expect(page.locator("#campaigns-overlap-k")).to_contain_text("a careless vote is outvoted")
+    page.locator("#campaigns-overlap-k").scroll_into_view_if_needed()
+    screenshot(page, "lead-campaigns-overlap")
     screenshot(page, "lead-campaigns")
 
     page.get_by_role("tab", name="Quality").click()
