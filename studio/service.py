@@ -127,6 +127,8 @@ class Progress:
     calibration_correct: int
     calibration_answered: int  # over the rater's last `calibration_window` calibration answers
     calibration_window: int
+    calibration_threshold: float
+    on_probation: bool  # served only calibration items until back above the threshold (training mode only)
     as_of: datetime | None  # None: live
 
 
@@ -247,6 +249,9 @@ class StudioService(RaterHistory):
             calibration_correct=correct,
             calibration_answered=answered,
             calibration_window=campaign.calibration_window,
+            calibration_threshold=campaign.calibration_threshold,
+            # In audit mode saying so would mark every item from now on as a calibration item.
+            on_probation=as_of is None and queue.on_probation(session=session, rater_id=rater_id, campaign=campaign),
             as_of=as_of,
         )
 

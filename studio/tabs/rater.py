@@ -118,6 +118,8 @@ def progress_line(progress: Progress, task: str) -> str:
             f"your calibration: {progress.calibration_correct} of {progress.calibration_answered} right "
             f"(last {progress.calibration_window})"
         )
+    if progress.on_probation and task == "judgment":
+        parts.append(f"**below {progress.calibration_threshold:.0%}: only calibration items until you pass again**")
     as_of = f" · campaign and calibration figures as of {progress.as_of:%Y-%m-%d %H:%M} UTC" if progress.as_of else ""
     return " · ".join(parts) + as_of
 

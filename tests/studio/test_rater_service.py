@@ -21,7 +21,9 @@ from storage.models import (
     Role,
     User,
 )
+from storage.queue import MIN_CALIBRATION_ANSWERS
 from studio.service import COVERAGE_SECONDS, ConsentRequired, PermissionDenied, StudioService, ValidationFailed
+from studio.tabs.rater import progress_line
 from studio.validation import JudgmentAnswer, claims_from_rows, read_paste_events
 from tests.studio.test_service import GOOD, seed, snapshot
 
@@ -161,6 +163,24 @@ def test_audit_mode_progress_stops_at_midnight_so_no_submit_moves_it(engine):
     service = StudioService(engine)  # a campaign's figures are counted again only every COVERAGE_SECONDS
     yesterday = service.progress(rater, campaign_id)
     assert (yesterday.judged_today, yesterday.judgments_collected, yesterday.calibration_answered) == (0, 2, 1)
+
+
+@pytest.mark.parametrize("mode", [CalibrationMode.training, CalibrationMode.audit])
+def test_a_rater_on_probation_is_told_so_in_training_mode_only(engine, mode):
+    campaign_id, (rater, _) = seed(engine, pairs=2, calibration=6, rate=1.0)
+    configure(engine, campaign_id, calibration_mode=mode)
+    service = StudioService(engine, rng=random.Random(0))
+    told = []
+    for _ in range(MIN_CALIBRATION_ANSWERS):
+        task = service.next_pair(rater, campaign_id)
+        service.submit_judgment(rater, task.assignment_id, JudgmentAnswer(choice=0, **GOOD))  # a tie: never expected
+        mine = service.progress(rater, campaign_id)
+        told.append((mine.on_probation, "only calibration items until you pass" in progress_line(mine, "judgment")))
+    on_probation = mode == CalibrationMode.training  # audit mode: saying so would mark the items from now on
+    assert told == [(False, False)] * (MIN_CALIBRATION_ANSWERS - 1) + [(on_probation, on_probation)]
+    if on_probation:
+        assert "**below 70%: only calibration items until you pass again**" in progress_line(mine, "judgment")
+        assert "calibration item" not in progress_line(mine, "demonstration")
 
 
 def test_progress_is_refused_outside_the_raters_campaigns(engine):
