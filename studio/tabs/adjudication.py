@@ -14,7 +14,15 @@ from storage.models import CalibrationKind
 from studio.leads import LeadService, PairDetail
 from studio.login import current_user
 from studio.scoring import LabelErrors
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
+from studio.tabs.events import (
+    LEAD_EVENTS,
+    Profile,
+    cleared_on_campaign_change,
+    need_campaign,
+    said_beside,
+    shown_to_user,
+    status_line,
+)
 
 SCALE = [("A much better", -2), ("A better", -1), ("Tie", 0), ("B better", 1), ("B much better", 2)]
 SCALE_NAMES = dict((value, name) for name, value in SCALE)
@@ -136,6 +144,7 @@ def _label_errors_section(leads: LeadService, campaign: gr.Dropdown) -> gr.Dataf
         return {errors: table, note: text}
 
     listing.click(on_label_errors, campaign, [errors, note], api_name="lead_label_errors", **LEAD_EVENTS)
+    cleared_on_campaign_change(campaign, {errors: pd.DataFrame(columns=ERROR_COLUMNS), note: ""})
     return errors
 
 
@@ -195,5 +204,9 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         on_open, pair_id, detail_outputs, api_visibility="private", **LEAD_EVENTS
     )
     open_pair.click(on_open, pair_id, detail_outputs, api_name="lead_pair_detail", **LEAD_EVENTS)
+    empty = {summary: "", prompt: "", response_a: "", response_b: "", decision: None, both_bad: False, note: "",
+             judgments: pd.DataFrame(columns=JUDGMENT_COLUMNS), pairs: pd.DataFrame(columns=PAIR_COLUMNS),
+             pair_id: None, status: ""}  # fmt: skip
+    cleared_on_campaign_change(campaign, empty)
     record.click(on_record, [pair_id, decision, both_bad, note, make_calibration, kind],
                  [*detail_outputs, make_calibration, status], api_name="lead_adjudicate", **LEAD_EVENTS)  # fmt: skip

@@ -12,7 +12,15 @@ from studio.leads import LeadService
 from studio.login import current_user
 from studio.reviews import DemonstrationDetail
 from studio.tabs.adjudication import conversation_text, first_cell
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
+from studio.tabs.events import (
+    LEAD_EVENTS,
+    Profile,
+    cleared_on_campaign_change,
+    need_campaign,
+    said_beside,
+    shown_to_user,
+    status_line,
+)
 
 FILTERS = [("not reviewed yet", "unreviewed"), ("accepted", "accepted"), ("rejected", "rejected"), ("all", "all")]
 LIST_COLUMNS = ["id", "prompt", "writer", "status", "claims", "revised"]
@@ -121,6 +129,9 @@ def build_demonstrations_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         on_open, chosen, detail, api_visibility="private", **LEAD_EVENTS
     )
     open_one.click(on_open, chosen, detail, api_name="lead_demonstration", **LEAD_EVENTS)
+    empty = {summary: "", prompt: "", text: "", claims: pd.DataFrame(columns=CLAIM_COLUMNS), note: "", status: "",
+             table: pd.DataFrame(columns=LIST_COLUMNS), chosen: None}  # fmt: skip
+    cleared_on_campaign_change(campaign, empty)
     for button, accepted in ((accept, True), (reject, False)):
         button.click(on_review(accepted), [campaign, show, chosen, note], [*detail, table],
                      api_name=f"lead_{'accept' if accepted else 'reject'}_demonstration", **LEAD_EVENTS)  # fmt: skip

@@ -13,7 +13,15 @@ from storage.quality.judge import judge_line
 from studio.generation import GenerationProgress
 from studio.leads import LeadService
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
+from studio.tabs.events import (
+    LEAD_EVENTS,
+    Profile,
+    cleared_on_campaign_change,
+    need_campaign,
+    said_beside,
+    shown_to_user,
+    status_line,
+)
 
 KEYS_NOTE = (
     "One model spec per line, as for `launch.py generate --model`: `[NAME=]` a hub id, a folder, `run:NAME`, "
@@ -128,16 +136,17 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
                     "press *Refresh*. Model names appear only here, never to raters.")  # fmt: skip
         refresh = gr.Button("Refresh", variant="primary", scale=0, min_width=160, elem_id="evaluation-refresh")
     refused = status_line("evaluation-refused")
-    summary = gr.Markdown(elem_id="evaluation-summary")
-    ratings = gr.Dataframe(label="Ratings (rank: 1 + models whose lower bound is above this one's upper bound)",
-                           interactive=False, elem_id="evaluation-ratings")  # fmt: skip
-    matrix = gr.Dataframe(label="Win rate of row against column (ties half) [95% CI]", interactive=False, wrap=True,
-                          elem_id="evaluation-matrix")  # fmt: skip
-    categories = gr.Dataframe(label="Per category", interactive=False, elem_id="evaluation-categories")
-    plot = gr.Plot(label="Ratings and win rates", elem_id="evaluation-plot")
-    judge = gr.Markdown(elem_id="evaluation-judge")
-    judge_ratings = gr.Dataframe(label="The reward model's ratings, from its own votes on the same pairs",
-                                 interactive=False, visible=False, elem_id="evaluation-judge-ratings")  # fmt: skip
+    with gr.Column(visible=False, elem_id="evaluation-report") as shown:  # by a Refresh, until another campaign
+        summary = gr.Markdown(elem_id="evaluation-summary")
+        ratings = gr.Dataframe(label="Ratings (rank: 1 + models whose lower bound is above this one's upper bound)",
+                               interactive=False, elem_id="evaluation-ratings")  # fmt: skip
+        matrix = gr.Dataframe(label="Win rate of row against column (ties half) [95% CI]", interactive=False,
+                              wrap=True, elem_id="evaluation-matrix")  # fmt: skip
+        categories = gr.Dataframe(label="Per category", interactive=False, elem_id="evaluation-categories")
+        plot = gr.Plot(label="Ratings and win rates", elem_id="evaluation-plot")
+        judge = gr.Markdown(elem_id="evaluation-judge")
+        judge_ratings = gr.Dataframe(label="The reward model's ratings, from its own votes on the same pairs",
+                                     interactive=False, visible=False, elem_id="evaluation-judge-ratings")  # fmt: skip
 
     @said_beside(refused, ValueError)  # no votes between two models yet
     def on_refresh(campaign_id, request: gr.Request, profile: Profile) -> dict:
@@ -145,6 +154,7 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             report = leads.evaluation(current_user(leads, request, profile), need_campaign(campaign_id))
         overall, by_category = report["overall"], report["categories"].items()
         return {
+            shown: gr.Column(visible=True),
             summary: f"**{overall['n_votes']}** votes on **{report['n_pairs']}** pairs by **{report['n_raters']}** "
             f"raters. {separation_line(overall)}",
             ratings: ratings_table(overall),
@@ -157,5 +167,6 @@ def build_evaluation_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             ),  # fmt: skip
         }
 
-    outputs = [summary, ratings, matrix, categories, plot, judge, judge_ratings, refused]
+    outputs = [shown, summary, ratings, matrix, categories, plot, judge, judge_ratings, refused]
     refresh.click(on_refresh, inputs=campaign, outputs=outputs, api_name="lead_evaluation", **LEAD_EVENTS)
+    cleared_on_campaign_change(campaign, {shown: gr.Column(visible=False), refused: ""})

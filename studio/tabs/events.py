@@ -51,6 +51,12 @@ def shown_to_user(*also: type[Exception]) -> Iterator[None]:
         raise gr.Error(str(Unavailable()), print_exception=False) from error
 
 
+def cleared_on_campaign_change(campaign: gr.Dropdown, cleared: dict) -> None:
+    """Show ``cleared`` (``{component: value}``) when the lead picks another campaign: what a page read of the last
+    one goes, so that no figure or pair is read under the wrong campaign's name."""
+    campaign.change(lambda: cleared, outputs=list(cleared), api_visibility="private", queue=False)
+
+
 def refusal(error: Exception | str) -> str:
     """A refusal as the Markdown of a status line."""
     return f"**Not done:** {error if isinstance(error, str) else _text(error)}"

@@ -19,7 +19,15 @@ import pandas as pd
 from studio.exports import ExportSummary
 from studio.leads import LeadService
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
+from studio.tabs.events import (
+    LEAD_EVENTS,
+    Profile,
+    cleared_on_campaign_change,
+    need_campaign,
+    said_beside,
+    shown_to_user,
+    status_line,
+)
 
 KINDS = [
     ("preference (DPO): prompt, chosen, rejected", "preference"),
@@ -148,3 +156,4 @@ def build_export_tab(leads: LeadService, campaign: gr.Dropdown, exports_dir: Pat
                     **LEAD_EVENTS)  # fmt: skip
     ran.success(on_list, campaign, listing, api_visibility="private", **LEAD_EVENTS)
     campaign.change(on_list, campaign, listing, api_name="lead_exports", **LEAD_EVENTS)
+    cleared_on_campaign_change(campaign, {status: "", preview: pd.DataFrame(), card: "", download: "", refused: ""})

@@ -11,7 +11,15 @@ import pandas as pd
 from storage.quality.plots import report_figures
 from studio.leads import LeadService
 from studio.login import current_user
-from studio.tabs.events import LEAD_EVENTS, Profile, need_campaign, said_beside, shown_to_user, status_line
+from studio.tabs.events import (
+    LEAD_EVENTS,
+    Profile,
+    cleared_on_campaign_change,
+    need_campaign,
+    said_beside,
+    shown_to_user,
+    status_line,
+)
 
 STATISTICS = {
     "alpha_ordinal": "Krippendorff's alpha, ordinal (-2..2)",
@@ -142,11 +150,8 @@ def _caption(report: dict[str, Any]) -> str:
     )
 
 
-def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
-    with gr.Row():
-        gr.Markdown("Agreement, raters and disagreements of the selected campaign, computed when you press *Refresh*.")
-        refresh = gr.Button("Refresh", variant="primary", scale=0, min_width=160, elem_id="quality-refresh")
-    refused = status_line("quality-refused")
+def _report_view() -> tuple:
+    """The report's captions, tables and plots, empty until a Refresh."""
     with gr.Row():
         with gr.Column(scale=3):
             agreement = gr.Dataframe(label="Agreement (95% CI)", interactive=False, elem_id="quality-agreement")
@@ -175,6 +180,17 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     over_time = gr.Plot(label="Agreement over time", elem_id="quality-plot-over-time")
     calibration = gr.Plot(label="Calibration accuracy by kind", elem_id="quality-plot-calibration")
     position = gr.Plot(label="Position bias", elem_id="quality-plot-position")
+    return status, agreement, summary, raters, flags, disagreements, over_time, calibration, position
+
+
+def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
+    with gr.Row():
+        gr.Markdown("Agreement, raters and disagreements of the selected campaign, computed when you press *Refresh*.")
+        refresh = gr.Button("Refresh", variant="primary", scale=0, min_width=160, elem_id="quality-refresh")
+    refused = status_line("quality-refused")
+    with gr.Column(visible=False, elem_id="quality-report") as shown:  # by a Refresh, until another campaign is picked
+        view = _report_view()
+    status, agreement, summary, raters, flags, disagreements, over_time, calibration, position = view
 
     @said_beside(refused, ValueError)  # a campaign with no judgments yet has no report
     def on_refresh(campaign_id, request: gr.Request, profile: Profile) -> dict:
@@ -182,6 +198,7 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             report = leads.quality(current_user(leads, request, profile), need_campaign(campaign_id))
         figures = report_figures(report)
         return {
+            shown: gr.Column(visible=True),
             status: _caption(report),
             agreement: agreement_table(report),
             summary: summary_table(report),
@@ -193,5 +210,6 @@ def build_quality_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             position: figures["position_bias"],
         }
 
-    outputs = [status, agreement, summary, raters, flags, disagreements, over_time, calibration, position, refused]
+    outputs = [shown, *view, refused]
     refresh.click(on_refresh, inputs=campaign, outputs=outputs, api_name="lead_quality", **LEAD_EVENTS)
+    cleared_on_campaign_change(campaign, {shown: gr.Column(visible=False), refused: ""})

@@ -159,7 +159,8 @@ def _layout() -> RunsPage:
             small = {"size": "sm", "min_width": 100}
             with gr.Row():
                 buttons = {"refresh": gr.Button("Refresh", elem_id="runs-refresh", **small),
-                           "stop": gr.Button("Stop", variant="stop", elem_id="runs-stop", **small),
+                           "stop": gr.Button("Stop", variant="stop", interactive=False, elem_id="runs-stop",
+                                             **small),
                            "evaluate": gr.Button("Evaluate on a campaign", elem_id="runs-evaluate",
                                                  **small)}  # fmt: skip
             with gr.Row():
@@ -218,6 +219,14 @@ def shown(page: RunsPage, view: RunView) -> dict:
             v["timer"]: gr.Timer(active=live), v["stop"]: gr.Button(interactive=view.state in LIVE)}  # fmt: skip
 
 
+def nothing_shown(page: RunsPage) -> dict:
+    """The live view with no run picked: empty, not polled, nothing to stop."""
+    v = page.view
+    return {v["state"]: "", v["curve"]: None, v["metrics"]: pd.DataFrame(), v["readiness"]: pd.DataFrame(),
+            v["samples"]: gr.Dataframe(None, visible=False), v["jobs"]: "", v["log"]: "",
+            v["timer"]: gr.Timer(active=False), v["stop"]: gr.Button(interactive=False)}  # fmt: skip
+
+
 def build_runs_tab(leads: LeadService, campaign: gr.Dropdown, generate_specs: gr.Textbox, sections: gr.Tabs) -> None:
     """The Runs tab; "Use as generator" fills ``generate_specs`` and opens the Generate tab of ``sections``."""
     page = _layout()
@@ -271,8 +280,8 @@ def _wire_view(page: RunsPage, leads: LeadService, campaign: gr.Dropdown) -> Non
         return out
 
     def on_view(campaign_id, run_name, request: gr.Request, profile: Profile) -> dict:
-        if campaign_id in (None, "") or not run_name:
-            return {page.view["timer"]: gr.Timer(active=False)}
+        if campaign_id in (None, "") or not run_name:  # another campaign picked, with no run yet
+            return nothing_shown(page)
         with shown_to_user():
             who, campaign_id = _actor(leads, request, profile), need_campaign(campaign_id)
             return with_table(who, campaign_id, leads.run_view(who, campaign_id, run_name))

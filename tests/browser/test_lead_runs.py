@@ -47,6 +47,7 @@ def status(studio, name: str) -> str:
 def test_a_lead_trains_a_tiny_reward_model_and_stops_another_run(studio, browser, tiny):
     page = log_in(browser, studio["url"], "lena")
     open_runs(page)
+    expect(page.locator("#runs-stop")).to_be_disabled()  # no run picked
     choose(page, "runs-recipe", "recipes/tiny/reward.yaml")
     page.locator("#runs-model input, #runs-model textarea").first.fill(tiny)
     page.locator("#runs-name input, #runs-name textarea").first.fill("rm-ui")
@@ -86,3 +87,7 @@ def test_a_lead_trains_a_tiny_reward_model_and_stops_another_run(studio, browser
     expect(page.locator("#runs-stop")).to_be_disabled()
     screenshot(page, "lead-runs-stopped")
     assert status(studio, "rm-long") == "stopped"
+    choose(page, "lead-campaign", "demo")  # no run yet: tiny's run is no longer shown under demo's name
+    expect(state).not_to_contain_text("Stopped")
+    expect(page.locator("#runs-log textarea")).to_have_value("")
+    expect(page.locator("#runs-table")).not_to_contain_text("rm-long")

@@ -350,7 +350,8 @@ def team_judgments(studio):
     return raters
 
 
-def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgments):
+def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgments, tmp_path):
+    new_campaign(studio, tmp_path, "second", [{"prompt": "Which?", "response_a": "This.", "response_b": "That."}])
     page = log_in(browser, studio["url"], "lena")
     expect(page.get_by_role("tab", name="Users")).to_be_hidden()  # admins only
     page.get_by_role("tab", name="Lead").click()
@@ -362,6 +363,7 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     screenshot(page, "lead-campaigns")
 
     page.get_by_role("tab", name="Quality").click()
+    expect(page.locator("#quality-report")).to_be_hidden()  # no empty tables before the report is computed
     page.locator("#quality-refresh").click()
     expect(page.locator("#quality-agreement")).to_contain_text("Krippendorff's alpha, ordinal", timeout=60_000)
     expect(page.locator("#quality-raters")).to_contain_text("calibration")
@@ -410,6 +412,12 @@ def test_a_lead_reads_the_quality_report_and_exports(studio, browser, team_judgm
     )
     page.evaluate("document.querySelector('#quality-raters').scrollIntoView()")
     screenshot(page, "lead-quality-excluded")
+    # Another campaign picked: demo's report goes, so no figure is read under the other campaign's name
+    choose(page, "lead-campaign", "second")
+    expect(page.locator("#quality-report")).to_be_hidden()
+    page.get_by_role("tab", name="Export").click()
+    expect(page.locator("#export-card")).not_to_contain_text("Krippendorff")
+    expect(page.locator("#export-file")).not_to_contain_text("Download")
     page.context.close()
 
 
