@@ -156,8 +156,10 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
                          max_height=260, elem_id="adjudication-pairs")  # fmt: skip
     errors = _label_errors_section(leads, campaign)
     with gr.Row():
-        pair_id = gr.Number(None, label="Pair id", precision=0, elem_id="adjudication-pair-id")
+        pair_id = gr.Number(None, label="Pair id", placeholder="click a pair above, or type its id", precision=0,
+                            elem_id="adjudication-pair-id")  # fmt: skip
         open_pair = gr.Button("Open pair", elem_id="adjudication-open")
+    opened = status_line("adjudication-open-status")
     summary, prompt, response_a, response_b, judgments = _pair_view()
     decision, both_bad, note, make_calibration, kind, record, status = _decision_form()
 
@@ -166,6 +168,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
             actor = current_user(leads, request, profile)
             return pairs_frame(leads.pairs(actor, need_campaign(campaign_id), only_disagreed=disagreed_only))
 
+    @said_beside(opened)
     def on_open(chosen, request: gr.Request, profile: Profile) -> dict:
         if chosen is None:
             raise gr.Error("Enter a pair id, or click a pair in the list.", print_exception=False)
@@ -195,7 +198,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
         decided = f"Recorded: pair {int(chosen)} is {SCALE_NAMES[preference]}{' (both bad)' if bad else ''}."
         return {**on_open(chosen, request, profile), make_calibration: False, status: decided}
 
-    detail_outputs = [summary, prompt, response_a, response_b, judgments, decision, both_bad, note]
+    detail_outputs = [summary, prompt, response_a, response_b, judgments, decision, both_bad, note, opened]
     listing.click(on_list, [campaign, only_disagreed], pairs, api_name="lead_disagreements", **LEAD_EVENTS)
     pairs.select(first_cell, outputs=pair_id, api_visibility="private", **LEAD_EVENTS).then(
         on_open, pair_id, detail_outputs, api_visibility="private", **LEAD_EVENTS
@@ -206,7 +209,7 @@ def build_adjudication_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     open_pair.click(on_open, pair_id, detail_outputs, api_name="lead_pair_detail", **LEAD_EVENTS)
     empty = {summary: "", prompt: "", response_a: "", response_b: "", decision: None, both_bad: False, note: "",
              judgments: pd.DataFrame(columns=JUDGMENT_COLUMNS), pairs: pd.DataFrame(columns=PAIR_COLUMNS),
-             pair_id: None, status: ""}  # fmt: skip
+             pair_id: None, status: "", opened: ""}  # fmt: skip
     cleared_on_campaign_change(campaign, empty)
     record.click(on_record, [pair_id, decision, both_bad, note, make_calibration, kind],
                  [*detail_outputs, make_calibration, status], api_name="lead_adjudicate", **LEAD_EVENTS)  # fmt: skip

@@ -197,7 +197,8 @@ def _calibration_section(leads: LeadService, campaign: gr.Dropdown) -> None:
     pairs = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs (click one to fill in its id)", interactive=False,
                          max_height=260, elem_id="campaigns-pairs")  # fmt: skip
     with gr.Row():
-        pair_id = gr.Number(None, label="Pair id", precision=0, elem_id="campaigns-calibration-pair")
+        pair_id = gr.Number(None, label="Pair id", placeholder="click a pair above, or type its id", precision=0,
+                            elem_id="campaigns-calibration-pair")  # fmt: skip
         kind = gr.Dropdown([k.value for k in CalibrationKind], value="factual_priority", label="Kind",
                            elem_id="campaigns-calibration-kind")  # fmt: skip
         expected = gr.Radio(SCALE, label="Expected answer", scale=2, elem_id="campaigns-calibration-expected")

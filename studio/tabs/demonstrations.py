@@ -77,7 +77,8 @@ def build_demonstrations_tab(leads: LeadService, campaign: gr.Dropdown) -> None:
     table = gr.Dataframe(headers=LIST_COLUMNS, label="Demonstrations (click one to open it)", interactive=False,
                          max_height=240, elem_id="demonstrations-table")  # fmt: skip
     with gr.Row():
-        chosen = gr.Number(None, label="Demonstration id", precision=0, scale=3, elem_id="demonstrations-id")
+        chosen = gr.Number(None, label="Demonstration id", placeholder="click one above, or type its id", precision=0,
+                           scale=3, elem_id="demonstrations-id")  # fmt: skip
         open_one = gr.Button("Open", scale=0, min_width=220, elem_id="demonstrations-open")
     summary, prompt, text, claims = _reading_view()
     note = gr.Textbox(label="Note to the writer (required to reject)", lines=2, elem_id="demonstrations-note")

@@ -251,6 +251,12 @@ def test_the_adjudication_tab_shows_raters_reasoning_as_text(studio):
     detail = lead.predict(disagreed[0][0], api_name="/lead_pair_detail")
     reasonings = [row[4] for row in detail[4]["data"]]
     assert len(reasonings) == 3 and all("<b>bold</b>" in text for text in reasonings)  # verbatim, as text
+    assert detail[-1] == ""
+    # An empty or unknown id is said beside the Open button, and the pair on screen stays
+    for chosen, why in ((None, "Enter a pair id, or click a pair in the list."), (10**6, "10000")):
+        kept = lead.predict(chosen, api_name="/lead_pair_detail")
+        assert kept[-1].startswith("**Not done:** ") and why in kept[-1]
+        assert all(value == {"__type__": "update"} for value in kept[:-1])  # Gradio's "left as it was"
 
 
 def test_an_admin_creates_a_user_who_can_log_in_then_erases_them(studio):
