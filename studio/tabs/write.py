@@ -18,7 +18,7 @@ import gradio as gr
 from studio.login import current_user
 from studio.service import Progress, PromptTask, StudioService
 from studio.tabs.consent import ConsentPanel
-from studio.tabs.events import shown_to_user
+from studio.tabs.events import said_beside, shown_to_user
 from studio.tabs.rater import (
     NOT_SUBMITTED,
     SAVE_JS,
@@ -102,12 +102,13 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
         on_campaign_change=False,
     )
 
-    def on_use_draft(current, text):
+    @said_beside(status)  # on the status line, with the rater's text left as it is
+    def on_use_draft(current, text) -> dict:
         if current is None or not current[0].draft:
             raise gr.Error("This prompt has no model draft.")
         if (text or "").strip():
             raise gr.Error("Your response is not empty: clear it first to start from the model draft.")
-        return current[0].draft
+        return {response: current[0].draft}
 
     def on_submit(current, campaign_id, text, rows, paste_json, request: gr.Request, profile: gr.OAuthProfile | None):
         """As Compare's submit: a refusal is said on the status line and the form keeps what the rater wrote."""
@@ -128,7 +129,8 @@ def build_write_tab(service: StudioService, campaign: gr.Dropdown, tab: gr.Tab) 
             return load(rater, campaign_id, None) | {sent: submitted}
 
     fields = [response, claims, pastes]
-    drafted = use_draft.click(on_use_draft, [task, response], response, api_name="use_draft", **slots.events())
+    drafted = use_draft.click(on_use_draft, [task, response], [response, status], api_name="use_draft",
+                              **slots.events())  # fmt: skip
     drafted.then(None, inputs=[key, *fields], js=SAVE_JS)
     submit.click(
         on_submit,

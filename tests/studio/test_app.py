@@ -237,3 +237,14 @@ def test_submits_beyond_the_bound_wait_their_turn_and_every_one_is_stored(sqlite
     assert max(most) == 2
     with Session(sqlite_engine) as session:
         assert len(session.exec(select(Judgment)).all()) == len(names)
+
+
+def test_starting_from_the_model_draft_is_refused_beside_the_form_and_keeps_the_raters_text(studio):
+    rater, campaign = log_in(studio)
+    rater.predict(campaign, api_name="/next_prompt")
+    draft = rater.predict(campaign, api_name="/accept_consent_prompt")[2]  # the demo's first prompt has one
+    assert draft.startswith("A hash table stores values under keys.")
+    kept, said = rater.predict("My own start.", api_name="/use_draft")
+    assert kept == {"__type__": "update"}  # the rater's text is left as it is, and the status line says why
+    assert said == "**Not done:** Your response is not empty: clear it first to start from the model draft."
+    assert rater.predict("", api_name="/use_draft") == (draft, "")
