@@ -192,7 +192,8 @@ def test_a_run_marked_finished_shows_running_until_its_process_has_written_its_l
     refreshing without that line (seen as a flaky browser test under CI's load)."""
     leads, ids, modes = world
     start(leads, ids, modes, "tail", "linger")
-    marked = wait(leads, ids, "tail", until=lambda view: getattr(_row(leads, "tail"), "status", "") == "finished")
+    wait(leads, ids, "tail", until=lambda view: getattr(_row(leads, "tail"), "status", "") == "finished")
+    marked = leads.run_view(ids["lead"], ids["runs"], "tail")  # read after the row turned finished, not before it
     assert marked.state == "running" and "training run finished" not in marked.log_tail
     (Path(_row(leads, "tail").output_path) / "release").touch()
     done = wait(leads, ids, "tail")
